@@ -1,1 +1,183 @@
-fn main() {}
+//! The `vigil` command line: run a node, check a config, print the supervision tree.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use supervisors::{ExitReason, Runtime};
+use tracing_subscriber::EnvFilter;
+use vigil::config::Config;
+
+/// vigil records IP cameras (RTSP) to HLS without gaps it could have avoided, and distributes every segment
+/// over a private IPFS network. Every part runs under a supervision tree that restarts it with backoff.
+#[derive(Parser, Debug)]
+#[command(name = "vigil", version, about, long_about)]
+struct Cli {
+    /// Log format: human-readable lines, or one JSON object per line (for log shippers).
+    #[arg(long, value_enum, global = true, default_value_t = LogFormat::Human, env = "VIGIL_LOG_FORMAT")]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a node: start the supervision tree and keep it running until SIGTERM or SIGINT, which stop every
+    /// part in reverse start order. Exits non-zero if the tree gives up (too many restarts), so the service
+    /// manager restarts vigil. Log verbosity: RUST_LOG (default "info").
+    Run {
+        /// The TOML config file (see docs/config.md).
+        #[arg(long, short, value_name = "FILE", env = "VIGIL_CONFIG")]
+        config: PathBuf,
+    },
+    /// Check a config file: prints a summary and exits 0 if it is valid; otherwise prints every problem,
+    /// naming the field, and exits 2.
+    CheckConfig {
+        /// The TOML config file.
+        #[arg(value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Print the supervision tree that `run` starts: supervisors, strategies, restart limits and workers.
+    Tree {
+        /// Show the tree for this config (its tuning and cameras); without it, the defaults.
+        #[arg(long, short, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+    std::panic::set_hook(Box::new(|info| {
+        let location = info.location().map(|l| l.to_string()).unwrap_or_default();
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        tracing::error!(%location, "panic: {msg} (the supervisor restarts the part that panicked)");
+    }));
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { config } => match Config::load(&config) {
+            Ok(c) => {
+                println!(
+                    "{}: OK — node {:?}, data in {}, HTTP on {}, {} camera(s) ({} enabled)",
+                    config.display(),
+                    c.node_id,
+                    c.data_dir.display(),
+                    c.http.listen,
+                    c.cameras.len(),
+                    c.cameras.iter().filter(|c| c.enabled).count()
+                );
+                for cam in &c.cameras {
+                    println!(
+                        "  {} (factory {}): {}, {} s segments{}",
+                        cam.id,
+                        cam.factory_id,
+                        cam.redacted_url(),
+                        cam.segment_seconds,
+                        if cam.enabled { "" } else { ", disabled" }
+                    );
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Tree { config } => {
+            let c = match config {
+                Some(path) => match Config::load(&path) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return ExitCode::from(2);
+                    }
+                },
+                None => Config::parse(
+                    "node_id = \"example\"\ndata_dir = \"/var/lib/vigil\"\n",
+                    "<defaults>".as_ref(),
+                )
+                .expect("the default config is valid"),
+            };
+            print!("{}", vigil::tree::root(&c).render_tree());
+            ExitCode::SUCCESS
+        }
+        Command::Run { config } => {
+            init_logging(cli.log_format);
+            let c = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match actix::System::new().block_on(run(c)) {
+                ExitReason::Shutdown | ExitReason::Normal => ExitCode::SUCCESS,
+                other => {
+                    tracing::error!(reason = %other, "supervision tree gave up; exiting with status 1 so the service manager restarts vigil");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn run(config: Config) -> ExitReason {
+    tracing::info!(
+        node_id = %config.node_id,
+        data_dir = %config.data_dir.display(),
+        cameras = config.cameras.len(),
+        "vigil {} starting",
+        env!("CARGO_PKG_VERSION")
+    );
+    let enabled = config.cameras.iter().filter(|c| c.enabled).count();
+    if enabled > 0 {
+        tracing::warn!(
+            cameras = enabled,
+            "this build has no capture path yet: configured cameras are not recorded"
+        );
+    }
+    let root = Runtime::new().start(vigil::tree::root(&config));
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("cannot listen for SIGTERM: {e}");
+            return root.shutdown().await;
+        }
+    };
+    let reason = tokio::select! {
+        reason = root.wait() => reason,
+        _ = term.recv() => {
+            tracing::info!("SIGTERM: stopping every part in reverse start order");
+            root.shutdown().await
+        }
+        _ = tokio::signal::ctrl_c() => {
+            tracing::info!("SIGINT: stopping every part in reverse start order");
+            root.shutdown().await
+        }
+    };
+    if !reason.is_abnormal() {
+        tracing::info!("vigil stopped cleanly");
+    }
+    reason
+}

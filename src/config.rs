@@ -1,0 +1,471 @@
+//! The TOML configuration: what a node is, where it keeps its data, where it listens, and its cameras.
+//!
+//! Parsing rejects unknown fields (with the TOML line and column); validation then checks every field and
+//! reports all problems at once, each naming its field as a TOML path (`cameras[1].url`).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{Error, Problem, Result};
+
+/// A whole vigil config file.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This node's id: in index documents, pubsub announcements and logs. Letters, digits, `-`, `_`, `.`.
+    pub node_id: String,
+    /// Where recordings and the catalog live. A relative path is taken relative to the config file.
+    pub data_dir: PathBuf,
+    /// HTTP server settings.
+    #[serde(default)]
+    pub http: HttpConfig,
+    /// Supervision tuning.
+    #[serde(default)]
+    pub supervision: SupervisionConfig,
+    /// The cameras this node records.
+    #[serde(default)]
+    pub cameras: Vec<CameraConfig>,
+}
+
+/// `[http]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// `host:port` to listen on; default `127.0.0.1:8000`. Port 0 picks a free port (logged at start).
+    #[serde(default = "default_listen")]
+    pub listen: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: default_listen(),
+        }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8000".to_string()
+}
+
+/// `[supervision]`: the root supervisor's restart intensity and the children's backoff.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SupervisionConfig {
+    /// More than this many restarts…
+    #[serde(default = "default_max_restarts")]
+    pub max_restarts: u32,
+    /// …within this many seconds make a supervisor give up and escalate (at the root: vigil exits non-zero).
+    #[serde(default = "default_within")]
+    pub within_seconds: u64,
+    /// First restart delay, in milliseconds.
+    #[serde(default = "default_backoff_initial")]
+    pub backoff_initial_ms: u64,
+    /// Longest restart delay, in seconds.
+    #[serde(default = "default_backoff_max")]
+    pub backoff_max_seconds: u64,
+}
+
+impl Default for SupervisionConfig {
+    fn default() -> Self {
+        SupervisionConfig {
+            max_restarts: default_max_restarts(),
+            within_seconds: default_within(),
+            backoff_initial_ms: default_backoff_initial(),
+            backoff_max_seconds: default_backoff_max(),
+        }
+    }
+}
+
+fn default_max_restarts() -> u32 {
+    10
+}
+fn default_within() -> u64 {
+    60
+}
+fn default_backoff_initial() -> u64 {
+    500
+}
+fn default_backoff_max() -> u64 {
+    30
+}
+
+/// One `[[cameras]]` entry.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CameraConfig {
+    /// Device id: unique on the node, used in folder names and URLs. Letters, digits, `-`, `_`.
+    pub id: String,
+    /// The factory (site, customer) the camera belongs to.
+    pub factory_id: String,
+    /// `rtsp://` or `rtsps://` URL, credentials included if the camera needs them (never logged).
+    pub url: String,
+    /// Target HLS segment length in seconds (segments are cut on the camera's keyframes).
+    #[serde(default = "default_segment_seconds")]
+    pub segment_seconds: u32,
+    /// A camera whose ffmpeg produced no finished segment for this long is restarted.
+    #[serde(default = "default_stall_seconds")]
+    pub stall_seconds: u32,
+    /// Record this camera (false keeps it configured but idle).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+fn default_segment_seconds() -> u32 {
+    2
+}
+fn default_stall_seconds() -> u32 {
+    15
+}
+fn default_true() -> bool {
+    true
+}
+
+const MAX_SEGMENT_SECONDS: u32 = 60;
+
+impl CameraConfig {
+    /// The URL with any password replaced by `***`, for logs.
+    pub fn redacted_url(&self) -> String {
+        match url::Url::parse(&self.url) {
+            Ok(mut u) => {
+                if u.password().is_some() {
+                    let _ = u.set_password(Some("***"));
+                }
+                u.to_string()
+            }
+            Err(_) => "<invalid url>".to_string(),
+        }
+    }
+}
+
+impl Config {
+    /// Read, parse and validate a config file.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::ConfigRead {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut config = Config::parse(&text, path)?;
+        if config.data_dir.is_relative() {
+            let base = path.parent().unwrap_or(Path::new("."));
+            config.data_dir = base.join(&config.data_dir);
+        }
+        Ok(config)
+    }
+
+    /// Parse and validate TOML text; `path` is only used in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config> {
+        let config: Config = toml::from_str(text).map_err(|e| Error::ConfigParse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        let problems = config.problems();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(Error::ConfigInvalid {
+                path: path.to_path_buf(),
+                problems,
+            })
+        }
+    }
+
+    /// The HTTP listen address, parsed (validation guarantees it parses).
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.http.listen.parse().expect("validated listen address")
+    }
+
+    /// Every problem with the values (after parsing succeeded).
+    pub fn problems(&self) -> Vec<Problem> {
+        let mut p = Vec::new();
+        let mut bad = |field: String, message: String| p.push(Problem { field, message });
+
+        if let Err(m) = check_name(&self.node_id, true) {
+            bad("node_id".into(), m);
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            bad("data_dir".into(), "must not be empty".into());
+        }
+        if let Err(e) = self.http.listen.parse::<SocketAddr>() {
+            bad(
+                "http.listen".into(),
+                format!(
+                    "{:?} is not a host:port socket address ({e}); e.g. \"127.0.0.1:8000\"",
+                    self.http.listen
+                ),
+            );
+        }
+        let s = &self.supervision;
+        if s.max_restarts == 0 {
+            bad(
+                "supervision.max_restarts".into(),
+                "must be at least 1".into(),
+            );
+        }
+        if s.within_seconds == 0 {
+            bad(
+                "supervision.within_seconds".into(),
+                "must be at least 1".into(),
+            );
+        }
+        if s.backoff_initial_ms == 0 {
+            bad(
+                "supervision.backoff_initial_ms".into(),
+                "must be at least 1".into(),
+            );
+        }
+        if s.backoff_max_seconds.saturating_mul(1000) < s.backoff_initial_ms {
+            bad(
+                "supervision.backoff_max_seconds".into(),
+                format!(
+                    "{} s is shorter than backoff_initial_ms ({} ms)",
+                    s.backoff_max_seconds, s.backoff_initial_ms
+                ),
+            );
+        }
+
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for (i, c) in self.cameras.iter().enumerate() {
+            let f = |name: &str| format!("cameras[{i}].{name}");
+            if let Err(m) = check_name(&c.id, false) {
+                bad(f("id"), m);
+            } else if let Some(first) = seen.insert(c.id.as_str(), i) {
+                bad(
+                    f("id"),
+                    format!(
+                        "duplicate camera id {:?} (already used by cameras[{first}])",
+                        c.id
+                    ),
+                );
+                seen.insert(c.id.as_str(), first);
+            }
+            if c.factory_id.trim().is_empty() {
+                bad(f("factory_id"), "must not be empty".into());
+            }
+            if let Err(m) = check_rtsp_url(&c.url) {
+                bad(f("url"), m);
+            }
+            if c.segment_seconds == 0 || c.segment_seconds > MAX_SEGMENT_SECONDS {
+                bad(
+                    f("segment_seconds"),
+                    format!(
+                        "must be between 1 and {MAX_SEGMENT_SECONDS}, got {}",
+                        c.segment_seconds
+                    ),
+                );
+            } else if c.stall_seconds < 2 * c.segment_seconds + 2 {
+                // ffmpeg's first segment is about twice the target length; allow for it plus connection time.
+                bad(
+                    f("stall_seconds"),
+                    format!(
+                        "{} is too short for {} s segments: the first segment alone takes about {} s; use at least {}",
+                        c.stall_seconds,
+                        c.segment_seconds,
+                        2 * c.segment_seconds,
+                        2 * c.segment_seconds + 2
+                    ),
+                );
+            }
+        }
+        p
+    }
+}
+
+/// Ids end up in folder names, URLs and index keys: keep them to a safe alphabet.
+fn check_name(value: &str, allow_dot: bool) -> std::result::Result<(), String> {
+    if value.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if value.len() > 64 {
+        return Err(format!("is {} characters long; at most 64", value.len()));
+    }
+    let ok =
+        |ch: char| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_' || (allow_dot && ch == '.');
+    if let Some(ch) = value.chars().find(|&ch| !ok(ch)) {
+        let allowed = if allow_dot {
+            "letters, digits, '-', '_' and '.'"
+        } else {
+            "letters, digits, '-' and '_'"
+        };
+        return Err(format!(
+            "{value:?} contains {ch:?}; only {allowed} are allowed"
+        ));
+    }
+    if value.starts_with(['.', '-']) {
+        return Err(format!("{value:?} must start with a letter, digit or '_'"));
+    }
+    Ok(())
+}
+
+fn check_rtsp_url(value: &str) -> std::result::Result<(), String> {
+    let u = url::Url::parse(value).map_err(|e| {
+        format!("{value:?} is not a URL ({e}); e.g. \"rtsp://192.0.2.10:554/stream1\"")
+    })?;
+    if !matches!(u.scheme(), "rtsp" | "rtsps") {
+        return Err(format!(
+            "scheme must be rtsp or rtsps, got {:?}",
+            u.scheme()
+        ));
+    }
+    if u.host_str().is_none_or(str::is_empty) {
+        return Err("has no host".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+node_id = "edge-01"
+data_dir = "/var/lib/vigil"
+
+[http]
+listen = "127.0.0.1:8000"
+
+[[cameras]]
+id = "cam1"
+factory_id = "factory-a"
+url = "rtsp://admin:secret@127.0.0.1:8554/cam1"
+
+[[cameras]]
+id = "cam2"
+factory_id = "factory-a"
+url = "rtsp://127.0.0.1:8554/cam2"
+segment_seconds = 4
+stall_seconds = 20
+"#;
+
+    fn parse(text: &str) -> Result<Config> {
+        Config::parse(text, Path::new("test.toml"))
+    }
+
+    fn problems(text: &str) -> Vec<String> {
+        match parse(text) {
+            Err(e @ Error::ConfigInvalid { .. }) => {
+                e.problems().iter().map(|p| p.to_string()).collect()
+            }
+            other => panic!("expected validation problems, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_good_config_parses_with_defaults() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.node_id, "edge-01");
+        assert_eq!(c.cameras.len(), 2);
+        assert_eq!(c.cameras[0].segment_seconds, 2);
+        assert_eq!(c.cameras[0].stall_seconds, 15);
+        assert!(c.cameras[0].enabled);
+        assert_eq!(c.cameras[1].segment_seconds, 4);
+        assert_eq!(c.supervision, SupervisionConfig::default());
+        assert_eq!(c.listen_addr(), "127.0.0.1:8000".parse().unwrap());
+        assert_eq!(
+            c.cameras[0].redacted_url(),
+            "rtsp://admin:***@127.0.0.1:8554/cam1"
+        );
+    }
+
+    #[test]
+    fn unknown_field_is_named_with_its_line() {
+        let text = GOOD.replace("segment_seconds = 4", "segment_secs = 4");
+        match parse(&text) {
+            Err(Error::ConfigParse { message, .. }) => {
+                assert!(
+                    message.contains("unknown field `segment_secs`"),
+                    "{message}"
+                );
+                assert!(message.contains("line 17"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_url_duplicate_id_and_zero_segment_are_all_reported_by_field() {
+        let text = GOOD
+            .replace("rtsp://127.0.0.1:8554/cam2", "http://127.0.0.1/cam2")
+            .replace("id = \"cam2\"", "id = \"cam1\"")
+            .replace("segment_seconds = 4", "segment_seconds = 0");
+        let p = problems(&text);
+        assert_eq!(
+            p,
+            vec![
+                "cameras[1].id: duplicate camera id \"cam1\" (already used by cameras[0])"
+                    .to_string(),
+                "cameras[1].url: scheme must be rtsp or rtsps, got \"http\"".to_string(),
+                "cameras[1].segment_seconds: must be between 1 and 60, got 0".to_string(),
+            ]
+        );
+    }
+
+    #[test]
+    fn ids_urls_and_addresses_are_checked() {
+        let text = GOOD
+            .replace("\"edge-01\"", "\"edge 01\"")
+            .replace("\"cam1\"", "\"../cam1\"")
+            .replace("rtsp://admin:secret@127.0.0.1:8554/cam1", "not a url")
+            .replace("127.0.0.1:8000", "localhost")
+            .replace("stall_seconds = 20", "stall_seconds = 5");
+        let p = problems(&text);
+        assert_eq!(p.len(), 5, "{p:#?}");
+        assert!(
+            p[0].starts_with("node_id: \"edge 01\" contains ' '"),
+            "{}",
+            p[0]
+        );
+        assert!(
+            p[1].starts_with("http.listen: \"localhost\" is not a host:port"),
+            "{}",
+            p[1]
+        );
+        assert!(
+            p[2].starts_with("cameras[0].id: \"../cam1\" contains '.'"),
+            "{}",
+            p[2]
+        );
+        assert!(
+            p[3].starts_with("cameras[0].url: \"not a url\" is not a URL"),
+            "{}",
+            p[3]
+        );
+        assert!(
+            p[4].starts_with("cameras[1].stall_seconds: 5 is too short for 4 s segments"),
+            "{}",
+            p[4]
+        );
+    }
+
+    #[test]
+    fn wrong_types_and_missing_fields_are_parse_errors_naming_the_field() {
+        match parse(&GOOD.replace("segment_seconds = 4", "segment_seconds = \"4\"")) {
+            Err(Error::ConfigParse { message, .. }) => {
+                assert!(message.contains("segment_seconds"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&GOOD.replace("node_id = \"edge-01\"", "")) {
+            Err(Error::ConfigParse { message, .. }) => {
+                assert!(message.contains("missing field `node_id`"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn relative_data_dir_is_taken_relative_to_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vigil.toml");
+        std::fs::write(&path, GOOD.replace("/var/lib/vigil", "data")).unwrap();
+        let c = Config::load(&path).unwrap();
+        assert_eq!(c.data_dir, dir.path().join("data"));
+        match Config::load(&dir.path().join("missing.toml")) {
+            Err(Error::ConfigRead { .. }) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! The `vigil` crate's error type: one enum, one variant per kind of failure, each message saying what went
+//! wrong and where.
+
+use std::path::PathBuf;
+
+/// One problem found while validating a config: the field (as a TOML path) and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub field: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// Everything that can fail in vigil.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read config {path}: {source}")]
+    ConfigRead {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config {path} is not valid TOML for vigil:\n{message}")]
+    ConfigParse { path: PathBuf, message: String },
+    #[error("config {path} has {} problem(s):\n{}", problems.len(), problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    ConfigInvalid {
+        path: PathBuf,
+        problems: Vec<Problem>,
+    },
+    #[error("cannot listen for HTTP on {addr}: {source}")]
+    HttpBind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("supervision tree stopped: {0}")]
+    TreeFailed(String),
+}
+
+impl Error {
+    /// The validation problems, if this is a config validation error.
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            Error::ConfigInvalid { problems, .. } => problems,
+            _ => &[],
+        }
+    }
+}
+
+/// Result with vigil's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,10 @@
+//! vigil: an edge appliance that records IP cameras to HLS, never stops recording, and distributes the footage
+//! over a private IPFS network. This library holds everything the `vigil` binary runs; see `docs/` for the
+//! architecture.
+
+pub mod config;
+pub mod error;
+pub mod tree;
+pub mod web;
+
+pub use error::{Error, Result};
