@@ -170,6 +170,17 @@ impl ChildHandle {
     }
 }
 
+/// A cheap readiness check (e.g. "does the camera answer?") run while a child waits out a long backoff.
+pub type ProbeFn = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = bool>>> + Send + Sync>;
+
+/// A readiness probe: tried every `interval` while the child waits for a restart that is at least two
+/// intervals away; when it passes, the child (and siblings waiting with it) restart at once.
+#[derive(Clone)]
+pub struct Probe {
+    pub(crate) interval: Duration,
+    pub(crate) check: ProbeFn,
+}
+
 /// The function a supervisor calls to (re)start a worker.
 pub type StartFn = Arc<dyn Fn(&ChildContext) -> Result<ChildHandle, String> + Send + Sync>;
 /// Builds a nested supervisor's spec each time it (re)starts, so it can follow current configuration.
@@ -188,6 +199,7 @@ pub struct ChildSpec {
     pub(crate) restart: Restart,
     pub(crate) shutdown: Shutdown,
     pub(crate) backoff: Option<BackoffPolicy>,
+    pub(crate) probe: Option<Probe>,
     pub(crate) kind: ChildKind,
 }
 
@@ -212,6 +224,7 @@ impl ChildSpec {
             restart: Restart::Permanent,
             shutdown: Shutdown::Timeout(Duration::from_secs(5)),
             backoff: None,
+            probe: None,
             kind: ChildKind::Worker {
                 start: Arc::new(start),
                 about: String::new(),
@@ -235,6 +248,7 @@ impl ChildSpec {
             restart: Restart::Permanent,
             shutdown: Shutdown::Infinity,
             backoff: None,
+            probe: None,
             kind: ChildKind::Supervisor(Arc::new(spec)),
         }
     }
@@ -254,6 +268,22 @@ impl ChildSpec {
     /// Use this backoff policy instead of the supervisor's.
     pub fn backoff(mut self, policy: BackoffPolicy) -> Self {
         self.backoff = Some(policy);
+        self
+    }
+
+    /// While this child waits out a backoff delay of at least two `interval`s, run `check` every `interval`;
+    /// as soon as it returns true the child is restarted without waiting for the rest of the delay. For a
+    /// process that depends on something external (a camera), this makes recovery as fast as the dependency
+    /// comes back, whatever the backoff has grown to.
+    pub fn probe<F, Fut>(mut self, interval: Duration, check: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = bool> + 'static,
+    {
+        self.probe = Some(Probe {
+            interval,
+            check: Arc::new(move || Box::pin(check())),
+        });
         self
     }
 

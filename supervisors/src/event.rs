@@ -37,6 +37,9 @@ pub enum EventKind {
         delay: Duration,
         cause: String,
     },
+    /// A child's readiness probe passed while it waited for a restart: it restarts now, `saved` earlier than
+    /// its backoff delay.
+    Probed { child: String, saved: Duration },
     /// A child was stopped by its supervisor (shutdown, removal, or a sibling's restart); `killed` when it
     /// ignored the stop request past its shutdown timeout.
     Stopped { child: String, killed: bool },
@@ -56,6 +59,7 @@ impl EventKind {
             EventKind::Started { child, .. }
             | EventKind::Exited { child, .. }
             | EventKind::Restarting { child, .. }
+            | EventKind::Probed { child, .. }
             | EventKind::Stopped { child, .. } => Some(child),
             EventKind::Escalated { .. } => None,
         }
@@ -119,6 +123,10 @@ fn log_event(e: &Event) {
         } => {
             tracing::warn!(supervisor = sup, child = %child, attempt, delay_ms = delay.as_millis() as u64, reason = %cause,
                 "restarting child in {:.1} s (attempt {attempt})", delay.as_secs_f64());
+        }
+        EventKind::Probed { child, saved } => {
+            tracing::info!(supervisor = sup, child = %child, saved_ms = saved.as_millis() as u64,
+                "readiness probe passed: restarting now instead of in {:.1} s", saved.as_secs_f64());
         }
         EventKind::Stopped { child, killed } => {
             if *killed {

@@ -12,6 +12,8 @@
 //!   and the program should exit non-zero;
 //! - **backoff** ([`BackoffPolicy`]): per-child capped exponential delays with jitter, reset after a healthy run;
 //! - **panics** in a child are caught (each child runs in its own task) and treated as abnormal exits;
+//! - **readiness probes** ([`ChildSpec::probe`]): a child waiting out a long backoff restarts as soon as its
+//!   dependency answers;
 //! - **dynamic children**: [`SupervisorHandle::add_child`] / [`SupervisorHandle::remove_child`];
 //! - an **event stream** ([`EventBus`]) of started / exited / restarting / stopped / escalated, also logged with
 //!   `tracing`;

@@ -344,6 +344,7 @@ pub(crate) fn supervisor_task(
     };
     let run = async move {
         let (exits_tx, exits_rx) = mpsc::unbounded_channel();
+        let (probes_tx, probes_rx) = mpsc::unbounded_channel();
         let mut sup = Sup {
             path,
             strategy: spec.strategy,
@@ -353,12 +354,13 @@ pub(crate) fn supervisor_task(
             restarts: VecDeque::new(),
             env,
             exits_tx,
+            probes_tx,
             _keep_cmd_open: cmd_tx,
         };
         for c in spec.children {
             sup.push_child(c);
         }
-        let reason = sup.run(cmd_rx, exits_rx).await;
+        let reason = sup.run(cmd_rx, exits_rx, probes_rx).await;
         done_tx.send_replace(Some(reason.clone()));
         reason
     };
@@ -391,6 +393,8 @@ struct Slot {
     backoff: Backoff,
     starts: u64,
     state: State,
+    /// The readiness probe running while the child waits, if any.
+    prober: Option<AbortHandle>,
 }
 
 struct Sup {
@@ -402,6 +406,7 @@ struct Sup {
     restarts: VecDeque<Instant>,
     env: Env,
     exits_tx: mpsc::UnboundedSender<Exit>,
+    probes_tx: mpsc::UnboundedSender<(String, Instant)>,
     _keep_cmd_open: mpsc::UnboundedSender<Cmd>,
 }
 
@@ -409,6 +414,9 @@ impl Drop for Sup {
     /// If the supervisor itself is aborted or panics, its children must not outlive it.
     fn drop(&mut self) {
         for slot in &mut self.children {
+            if let Some(p) = &slot.prober {
+                p.abort();
+            }
             if let State::Running(r) = &slot.state
                 && let Some(a) = &r.abort
             {
@@ -455,6 +463,7 @@ impl Sup {
             spec,
             backoff: Backoff::new(policy),
             starts: 0,
+            prober: None,
             state: State::Waiting {
                 until: self.env.clock.now(),
                 attempt: 0,
@@ -470,6 +479,7 @@ impl Sup {
         &mut self,
         mut cmds: mpsc::UnboundedReceiver<Cmd>,
         mut exits: mpsc::UnboundedReceiver<Exit>,
+        mut probes: mpsc::UnboundedReceiver<(String, Instant)>,
     ) -> ExitReason {
         self.start_due();
         loop {
@@ -485,6 +495,7 @@ impl Sup {
                 biased;
                 Some(exit) = exits.recv() => self.on_exit(exit).await,
                 Some(cmd) = cmds.recv() => self.on_cmd(cmd).await,
+                Some((id, until)) = probes.recv() => { self.on_probe_passed(&id, until); Flow::Continue }
                 () = timer => { self.start_due(); Flow::Continue }
             };
             if let Flow::Exit(reason) = flow {
@@ -519,6 +530,9 @@ impl Sup {
     fn start_child(&mut self, i: usize) {
         let env = self.env.clone();
         let slot = &mut self.children[i];
+        if let Some(p) = slot.prober.take() {
+            p.abort();
+        }
         let generation = slot.starts;
         slot.starts += 1;
         let id = slot.spec.id.clone();
@@ -672,6 +686,7 @@ impl Sup {
         let (attempt, delay) = slot.backoff.next_delay(&*self.env.jitter);
         let until = now + delay;
         slot.state = State::Waiting { until, attempt };
+        self.start_probe(i, until, delay);
         self.emit(EventKind::Restarting {
             child: exit.id.clone(),
             attempt,
@@ -713,6 +728,57 @@ impl Sup {
         }
         self.children.retain(|s| !gone.contains(&s.spec.id));
         Flow::Continue
+    }
+
+    /// While child `i` waits until `until`, run its readiness probe (if it has one and the wait is long enough).
+    fn start_probe(&mut self, i: usize, until: Instant, delay: Duration) {
+        let slot = &mut self.children[i];
+        let Some(probe) = slot.spec.probe.clone() else {
+            return;
+        };
+        if delay < probe.interval * 2 {
+            return;
+        }
+        if let Some(p) = slot.prober.take() {
+            p.abort();
+        }
+        let clock = self.env.clock.clone();
+        let tx = self.probes_tx.clone();
+        let id = slot.spec.id.clone();
+        let task = actix_rt::spawn(async move {
+            loop {
+                clock.sleep(probe.interval).await;
+                if clock.now() >= until {
+                    return;
+                }
+                if (probe.check)().await {
+                    let _ = tx.send((id, until));
+                    return;
+                }
+            }
+        });
+        slot.prober = Some(task.abort_handle());
+    }
+
+    /// A probe passed: restart the child now, with the siblings that wait for the same deadline.
+    fn on_probe_passed(&mut self, id: &str, until: Instant) {
+        let Some(i) = self.index_of(id) else { return };
+        if !matches!(self.children[i].state, State::Waiting { until: u, .. } if u == until) {
+            return; // stale: it restarted or was stopped meanwhile
+        }
+        let now = self.env.clock.now();
+        for slot in &mut self.children {
+            if let State::Waiting { until: u, .. } = &mut slot.state
+                && *u == until
+            {
+                *u = now;
+            }
+        }
+        self.emit(EventKind::Probed {
+            child: id.to_string(),
+            saved: until.saturating_duration_since(now),
+        });
+        self.start_due();
     }
 
     /// Stop one running child per its shutdown policy; leaves it `Done`.
@@ -782,7 +848,9 @@ impl Sup {
             Cmd::Remove(id, reply) => match self.index_of(&id) {
                 Some(i) => {
                     self.stop_child(i).await;
-                    self.children.remove(i);
+                    if let Some(p) = self.children.remove(i).prober {
+                        p.abort();
+                    }
                     let _ = reply.send(Ok(()));
                 }
                 None => {

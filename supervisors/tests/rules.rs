@@ -632,3 +632,79 @@ root  [supervisor, one_for_one, at most 10 restarts in 60 s]
     assert_eq!(text, expected);
     let _ = Duration::ZERO;
 }
+
+#[actix_rt::test]
+async fn a_passing_readiness_probe_cuts_a_long_backoff_short() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    let mut h = Harness::new();
+    let world = World::default();
+    let ready = Arc::new(AtomicBool::new(false));
+    let probes = Arc::new(AtomicU32::new(0));
+    let (r, p) = (ready.clone(), probes.clone());
+    let child = world.worker("cam").probe(secs(1), move || {
+        let (r, p) = (r.clone(), p.clone());
+        async move {
+            p.fetch_add(1, Ordering::SeqCst);
+            r.load(Ordering::SeqCst)
+        }
+    });
+    let root = h.runtime.start(
+        SupervisorSpec::new("root")
+            .strategy(Strategy::RestForOne)
+            .intensity(100, secs(60))
+            .backoff(policy())
+            .child(child)
+            .child(world.worker("follower")),
+    );
+    h.started("follower").await;
+    // A 1 s wait is too short to probe; it just waits.
+    world.send("cam", Do::Fail);
+    assert_eq!(h.restarting("cam").await, (1, secs(1)));
+    h.advance(secs(1)).await;
+    h.started("follower").await;
+    assert_eq!(probes.load(Ordering::SeqCst), 0);
+    // Outage: the delay grows to 8 s; the probe runs every second and fails…
+    for _ in 0..2 {
+        world.send("cam", Do::Fail);
+        let (_, d) = h.restarting("cam").await;
+        for _ in 0..d.as_secs() {
+            h.advance(secs(1)).await;
+        }
+        h.started("follower").await;
+    }
+    world.send("cam", Do::Fail);
+    assert_eq!(h.restarting("cam").await, (4, secs(8)));
+    let before = probes.load(Ordering::SeqCst);
+    h.advance(secs(1)).await;
+    h.advance(secs(1)).await;
+    assert_eq!(
+        probes.load(Ordering::SeqCst),
+        before + 2,
+        "probed every second"
+    );
+    assert!(
+        !h.drain()
+            .iter()
+            .any(|e| matches!(e.kind, EventKind::Started { .. }))
+    );
+    // …until the dependency is back: the child and the sibling waiting with it restart at the next probe.
+    ready.store(true, Ordering::SeqCst);
+    world.log.take();
+    h.advance(secs(1)).await;
+    let e = h
+        .expect("probe passed", |e| {
+            matches!(e.kind, EventKind::Probed { .. })
+        })
+        .await;
+    assert_eq!(
+        e.kind,
+        EventKind::Probed {
+            child: "cam".into(),
+            saved: secs(5)
+        }
+    );
+    h.started("follower").await;
+    assert_eq!(world.log.take(), ["start cam", "start follower"]);
+    root.shutdown().await;
+}
