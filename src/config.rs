@@ -25,6 +25,9 @@ pub struct Config {
     /// Supervision tuning.
     #[serde(default)]
     pub supervision: SupervisionConfig,
+    /// Capture settings shared by all cameras.
+    #[serde(default)]
+    pub capture: CaptureConfig,
     /// The cameras this node records.
     #[serde(default)]
     pub cameras: Vec<CameraConfig>,
@@ -37,18 +40,65 @@ pub struct HttpConfig {
     /// `host:port` to listen on; default `127.0.0.1:8000`. Port 0 picks a free port (logged at start).
     #[serde(default = "default_listen")]
     pub listen: String,
+    /// Folder served at `/assets/` (the player page loads `/assets/hls.min.js` from here). The demo points it at
+    /// hls.js's `dist` folder installed from npm.
+    #[serde(default)]
+    pub assets_dir: Option<PathBuf>,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: default_listen(),
+            assets_dir: None,
         }
     }
 }
 
 fn default_listen() -> String {
     "127.0.0.1:8000".to_string()
+}
+
+/// `[capture]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureConfig {
+    /// The ffmpeg program (a name on PATH or a path).
+    #[serde(default = "default_ffmpeg")]
+    pub ffmpeg: String,
+    /// RTSP socket timeout given to ffmpeg (`-timeout`); a frozen camera makes ffmpeg exit after about twice this.
+    #[serde(default = "default_rtsp_timeout")]
+    pub rtsp_timeout_seconds: u32,
+    /// While a camera's restart waits out a long backoff, probe it this often and restart as soon as it answers.
+    #[serde(default = "default_probe_interval")]
+    pub probe_interval_ms: u64,
+    /// Segments in the live playlist window.
+    #[serde(default = "default_live_window")]
+    pub live_window: usize,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        CaptureConfig {
+            ffmpeg: default_ffmpeg(),
+            rtsp_timeout_seconds: default_rtsp_timeout(),
+            probe_interval_ms: default_probe_interval(),
+            live_window: default_live_window(),
+        }
+    }
+}
+
+fn default_ffmpeg() -> String {
+    "ffmpeg".to_string()
+}
+fn default_rtsp_timeout() -> u32 {
+    5
+}
+fn default_probe_interval() -> u64 {
+    500
+}
+fn default_live_window() -> usize {
+    6
 }
 
 /// `[supervision]`: the root supervisor's restart intensity and the children's backoff.
@@ -109,6 +159,10 @@ pub struct CameraConfig {
     /// A camera whose ffmpeg produced no finished segment for this long is restarted.
     #[serde(default = "default_stall_seconds")]
     pub stall_seconds: u32,
+    /// EXT-X-TARGETDURATION of this camera's playlists, in seconds; default 2 × segment_seconds (ffmpeg can only
+    /// cut on keyframes, so segments run longer than segment_seconds when the camera's GOP does not divide it).
+    #[serde(default)]
+    pub target_duration: Option<u32>,
     /// Record this camera (false keeps it configured but idle).
     #[serde(default = "default_true")]
     pub enabled: bool,
@@ -127,6 +181,11 @@ fn default_true() -> bool {
 const MAX_SEGMENT_SECONDS: u32 = 60;
 
 impl CameraConfig {
+    /// The playlists' target duration in seconds.
+    pub fn target_duration(&self) -> u64 {
+        u64::from(self.target_duration.unwrap_or(2 * self.segment_seconds))
+    }
+
     /// The URL with any password replaced by `***`, for logs.
     pub fn redacted_url(&self) -> String {
         match url::Url::parse(&self.url) {
@@ -227,6 +286,35 @@ impl Config {
             );
         }
 
+        let cap = &self.capture;
+        if cap.ffmpeg.trim().is_empty() {
+            bad("capture.ffmpeg".into(), "must not be empty".into());
+        }
+        if !(1..=60).contains(&cap.rtsp_timeout_seconds) {
+            bad(
+                "capture.rtsp_timeout_seconds".into(),
+                format!("must be between 1 and 60, got {}", cap.rtsp_timeout_seconds),
+            );
+        }
+        if !(50..=60_000).contains(&cap.probe_interval_ms) {
+            bad(
+                "capture.probe_interval_ms".into(),
+                format!(
+                    "must be between 50 and 60000, got {}",
+                    cap.probe_interval_ms
+                ),
+            );
+        }
+        if !(3..=100).contains(&cap.live_window) {
+            bad(
+                "capture.live_window".into(),
+                format!(
+                    "must be between 3 and 100 segments, got {}",
+                    cap.live_window
+                ),
+            );
+        }
+
         let mut seen: HashMap<&str, usize> = HashMap::new();
         for (i, c) in self.cameras.iter().enumerate() {
             let f = |name: &str| format!("cameras[{i}].{name}");
@@ -247,6 +335,14 @@ impl Config {
             }
             if let Err(m) = check_rtsp_url(&c.url) {
                 bad(f("url"), m);
+            }
+            if let Some(t) = c.target_duration
+                && t < c.segment_seconds
+            {
+                bad(
+                    f("target_duration"),
+                    format!("{t} is below segment_seconds ({})", c.segment_seconds),
+                );
             }
             if c.segment_seconds == 0 || c.segment_seconds > MAX_SEGMENT_SECONDS {
                 bad(

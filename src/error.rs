@@ -40,9 +40,49 @@ pub enum Error {
     },
     #[error("supervision tree stopped: {0}")]
     TreeFailed(String),
+    #[error("catalog {path}: {source}")]
+    Catalog {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("catalog query failed: {0}")]
+    Sql(#[source] rusqlite::Error),
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start {program}: {source}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl Error {
+    pub(crate) fn catalog(path: &std::path::Path, source: rusqlite::Error) -> Error {
+        Error::Catalog {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    pub(crate) fn from_sql(source: rusqlite::Error) -> Error {
+        Error::Sql(source)
+    }
+
+    pub(crate) fn io(what: &'static str, path: &std::path::Path, source: std::io::Error) -> Error {
+        Error::Io {
+            what,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
     /// The validation problems, if this is a config validation error.
     pub fn problems(&self) -> &[Problem] {
         match self {

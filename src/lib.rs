@@ -2,8 +2,11 @@
 //! over a private IPFS network. This library holds everything the `vigil` binary runs; see `docs/` for the
 //! architecture.
 
+pub mod capture;
+pub mod catalog;
 pub mod config;
 pub mod error;
+pub mod hls;
 pub mod tree;
 pub mod web;
 

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use supervisors::{ExitReason, Runtime};
 use tracing_subscriber::EnvFilter;
+use vigil::catalog::Catalog;
 use vigil::config::Config;
 
 /// vigil records IP cameras (RTSP) to HLS without gaps it could have avoided, and distributes every segment
@@ -119,7 +120,8 @@ fn main() -> ExitCode {
                 )
                 .expect("the default config is valid"),
             };
-            print!("{}", vigil::tree::root(&c).render_tree());
+            let catalog = std::sync::Arc::new(Catalog::in_memory().expect("in-memory catalog"));
+            print!("{}", vigil::tree::root(&c, catalog).render_tree());
             ExitCode::SUCCESS
         }
         Command::Run { config } => {
@@ -150,14 +152,27 @@ async fn run(config: Config) -> ExitReason {
         "vigil {} starting",
         env!("CARGO_PKG_VERSION")
     );
-    let enabled = config.cameras.iter().filter(|c| c.enabled).count();
-    if enabled > 0 {
-        tracing::warn!(
-            cameras = enabled,
-            "this build has no capture path yet: configured cameras are not recorded"
-        );
+    if let Err(e) = std::fs::create_dir_all(&config.data_dir) {
+        tracing::error!(data_dir = %config.data_dir.display(), "cannot create the data folder: {e}");
+        return ExitReason::Failed(e.to_string());
     }
-    let root = Runtime::new().start(vigil::tree::root(&config));
+    // ffmpeg processes of an earlier vigil run that died without stopping them (they also get SIGKILL when
+    // vigil dies, through PR_SET_PDEATHSIG; this is the second line of defence).
+    let program = std::path::Path::new(&config.capture.ffmpeg)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    vigil::capture::process::kill_leftovers(&config.data_dir, &program);
+    let catalog_path = config.data_dir.join("catalog.sqlite");
+    let catalog = match Catalog::open(&catalog_path) {
+        Ok(c) => std::sync::Arc::new(c),
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitReason::Failed(e.to_string());
+        }
+    };
+    tracing::info!(catalog = %catalog_path.display(), segments = catalog.count(None).unwrap_or(0), "catalog open");
+    let root = Runtime::new().start(vigil::tree::root(&config, catalog));
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,
         Err(e) => {

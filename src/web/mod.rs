@@ -1,19 +1,46 @@
-//! The HTTP server, as a supervised worker. Today it serves `GET /healthz`; the live, day, replay, segment and
-//! UI routes join it with the capture path and auth.
+//! The HTTP server, as a supervised worker: health, the camera list, live / day / VOD playlists built from the
+//! catalog, segments, and the player page.
+//!
+//! Every camera route sits under `/cameras/{camera}/…` so one guard can authorise a camera for all of them.
+//! Segments are addressed by catalog id: the file path comes from the catalog row, never from the URL.
 
+mod page;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
-use actix_web::{App, HttpResponse, HttpServer, get, web};
-use serde::Serialize;
+use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, get, web};
+use chrono::{NaiveDate, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
 use supervisors::{ChildContext, ChildHandle, ChildSpec, ExitReason, Shutdown};
 
+use crate::catalog::{Catalog, Segment};
 use crate::config::Config;
 use crate::error::Error;
+use crate::hls::{self, Entry, Kind, Playlist};
 
-#[derive(Clone)]
+const M3U8: &str = "application/vnd.apple.mpegurl";
+/// Longest VOD range served in one playlist.
+const MAX_VOD_HOURS: i64 = 24;
+
+#[derive(Debug, Clone, Serialize)]
+struct CameraInfo {
+    id: String,
+    factory_id: String,
+    #[serde(skip)]
+    target_duration: u64,
+}
+
 struct State {
     node_id: String,
     started: Instant,
+    catalog: Arc<Catalog>,
+    cameras: BTreeMap<String, CameraInfo>,
+    data_dir: PathBuf,
+    live_window: usize,
 }
 
 #[derive(Serialize)]
@@ -22,6 +49,26 @@ struct Health<'a> {
     node_id: &'a str,
     version: &'static str,
     uptime_seconds: u64,
+}
+
+fn error(status: actix_web::http::StatusCode, message: impl Into<String>) -> HttpResponse {
+    HttpResponse::build(status).json(serde_json::json!({ "error": message.into() }))
+}
+
+fn not_found(what: impl Into<String>) -> HttpResponse {
+    error(actix_web::http::StatusCode::NOT_FOUND, what)
+}
+
+fn bad_request(what: impl Into<String>) -> HttpResponse {
+    error(actix_web::http::StatusCode::BAD_REQUEST, what)
+}
+
+fn internal(e: impl std::fmt::Display) -> HttpResponse {
+    tracing::error!("HTTP handler failed: {e}");
+    error(
+        actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
+        "internal error (logged)",
+    )
 }
 
 #[get("/healthz")]
@@ -34,20 +81,253 @@ async fn healthz(state: web::Data<State>) -> HttpResponse {
     })
 }
 
+#[get("/api/cameras")]
+async fn cameras(state: web::Data<State>) -> HttpResponse {
+    HttpResponse::Ok().json(state.cameras.values().collect::<Vec<_>>())
+}
+
+fn entries(rows: &[Segment]) -> Vec<Entry> {
+    rows.iter()
+        .map(|s| Entry {
+            uri: format!("segments/{}.ts", s.id),
+            session: s.session.clone(),
+            start_ms: s.start_ms,
+            duration_ms: s.duration_ms.max(0) as u64,
+        })
+        .collect()
+}
+
+fn playlist_response(body: String, cache: &'static str) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((CONTENT_TYPE, M3U8))
+        .insert_header((CACHE_CONTROL, cache))
+        .body(body)
+}
+
+/// Runs a catalog-bound closure off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> crate::Result<T> + Send + 'static,
+) -> Result<T, HttpResponse> {
+    match web::block(f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(internal(e)),
+        Err(e) => Err(internal(e)),
+    }
+}
+
+fn camera<'a>(state: &'a State, id: &str) -> Result<&'a CameraInfo, HttpResponse> {
+    state
+        .cameras
+        .get(id)
+        .ok_or_else(|| not_found(format!("no camera {id:?} on this node")))
+}
+
+#[get("/cameras/{camera}/live.m3u8")]
+async fn live(state: web::Data<State>, path: web::Path<String>) -> HttpResponse {
+    let cam = match camera(&state, &path) {
+        Ok(c) => c.clone(),
+        Err(r) => return r,
+    };
+    let (catalog, window) = (state.catalog.clone(), state.live_window);
+    let id = cam.id.clone();
+    let built = blocking(move || {
+        let rows = catalog.last(&id, window)?;
+        let pos = match rows.first() {
+            Some(first) => catalog.position(first)?,
+            None => Default::default(),
+        };
+        Ok((rows, pos))
+    })
+    .await;
+    let (rows, pos) = match built {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let e = entries(&rows);
+    let body = hls::render(&Playlist {
+        kind: Kind::Live,
+        target_duration: cam.target_duration,
+        media_sequence: pos.before,
+        // Joins before the window: one fewer than the sessions seen before it.
+        discontinuity_sequence: pos.sessions_before.saturating_sub(1),
+        prev_session: pos.prev_session.as_deref(),
+        entries: &e,
+    });
+    playlist_response(body, "no-cache")
+}
+
+#[derive(Deserialize)]
+struct DayQuery {
+    date: Option<String>,
+}
+
+#[get("/cameras/{camera}/day.m3u8")]
+async fn day(
+    state: web::Data<State>,
+    path: web::Path<String>,
+    q: web::Query<DayQuery>,
+) -> HttpResponse {
+    let cam = match camera(&state, &path) {
+        Ok(c) => c.clone(),
+        Err(r) => return r,
+    };
+    let date = match &q.date {
+        None => Utc::now().date_naive(),
+        Some(d) => match NaiveDate::parse_from_str(d, "%Y-%m-%d") {
+            Ok(d) => d,
+            Err(_) => return bad_request(format!("date {d:?} is not YYYY-MM-DD")),
+        },
+    };
+    let from = Utc
+        .from_utc_datetime(&date.and_hms_opt(0, 0, 0).expect("midnight exists"))
+        .timestamp_millis();
+    let to = from + 86_400_000;
+    let catalog = state.catalog.clone();
+    let id = cam.id.clone();
+    let rows = match blocking(move || catalog.range(&id, from, to)).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let e = entries(&rows);
+    let today = date == Utc::now().date_naive();
+    let body = hls::render(&Playlist {
+        kind: if today { Kind::Event } else { Kind::Vod },
+        target_duration: cam.target_duration,
+        media_sequence: 0,
+        discontinuity_sequence: 0,
+        prev_session: None,
+        entries: &e,
+    });
+    playlist_response(body, if today { "no-cache" } else { "max-age=60" })
+}
+
+#[derive(Deserialize)]
+struct RangeQuery {
+    from: Option<String>,
+    to: Option<String>,
+}
+
+fn parse_time(name: &str, v: &Option<String>) -> Result<i64, HttpResponse> {
+    let Some(v) = v else {
+        return Err(bad_request(format!(
+            "missing {name}: give an RFC 3339 time like 2026-11-21T16:05:00Z"
+        )));
+    };
+    chrono::DateTime::parse_from_rfc3339(v)
+        .map(|d| d.timestamp_millis())
+        .map_err(|e| bad_request(format!("{name}={v:?} is not an RFC 3339 time ({e})")))
+}
+
+#[get("/cameras/{camera}/vod.m3u8")]
+async fn vod(
+    state: web::Data<State>,
+    path: web::Path<String>,
+    q: web::Query<RangeQuery>,
+) -> HttpResponse {
+    let cam = match camera(&state, &path) {
+        Ok(c) => c.clone(),
+        Err(r) => return r,
+    };
+    let (from, to) = match (parse_time("from", &q.from), parse_time("to", &q.to)) {
+        (Ok(f), Ok(t)) => (f, t),
+        (Err(r), _) | (_, Err(r)) => return r,
+    };
+    if to <= from {
+        return bad_request("to must be after from");
+    }
+    if to - from > MAX_VOD_HOURS * 3_600_000 {
+        return bad_request(format!(
+            "range longer than {MAX_VOD_HOURS} h; use day playlists"
+        ));
+    }
+    let catalog = state.catalog.clone();
+    let id = cam.id.clone();
+    // Include the segment that was already running at `from`.
+    let rows = match blocking(move || {
+        let mut rows = catalog.range(&id, from - 120_000, to)?;
+        rows.retain(|s| s.start_ms + s.duration_ms > from);
+        Ok(rows)
+    })
+    .await
+    {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let e = entries(&rows);
+    let body = hls::render(&Playlist {
+        kind: Kind::Vod,
+        target_duration: cam.target_duration,
+        media_sequence: 0,
+        discontinuity_sequence: 0,
+        prev_session: None,
+        entries: &e,
+    });
+    playlist_response(body, "max-age=60")
+}
+
+#[get("/cameras/{camera}/segments/{file}")]
+async fn segment(
+    state: web::Data<State>,
+    path: web::Path<(String, String)>,
+    req: HttpRequest,
+) -> HttpResponse {
+    let (cam_id, file) = path.into_inner();
+    if let Err(r) = camera(&state, &cam_id) {
+        return r;
+    }
+    let Some(id) = file.strip_suffix(".ts").and_then(|n| n.parse::<i64>().ok()) else {
+        return not_found(format!("{file:?} is not a segment name (expected <id>.ts)"));
+    };
+    let catalog = state.catalog.clone();
+    let cid = cam_id.clone();
+    let row = match blocking(move || catalog.segment(&cid, id)).await {
+        Ok(Some(r)) => r,
+        Ok(None) => return not_found(format!("camera {cam_id:?} has no segment {id}")),
+        Err(r) => return r,
+    };
+    let full = state.data_dir.join(&row.path);
+    match actix_files::NamedFile::open_async(&full).await {
+        Ok(f) => {
+            let mut resp = f
+                .set_content_type("video/mp2t".parse().expect("valid mime"))
+                .use_etag(true)
+                .into_response(&req);
+            resp.headers_mut().insert(
+                CACHE_CONTROL,
+                actix_web::http::header::HeaderValue::from_static("max-age=86400, immutable"),
+            );
+            resp
+        }
+        Err(e) => {
+            tracing::warn!(file = %full.display(), "catalogued segment cannot be read: {e}");
+            not_found(format!(
+                "segment {id} is catalogued but its file is not here"
+            ))
+        }
+    }
+}
+
 /// Bind and start the server; the returned handle stops it gracefully.
 fn start(
     cx: &ChildContext,
-    node_id: String,
+    state: web::Data<State>,
     listen: std::net::SocketAddr,
+    assets: Option<PathBuf>,
 ) -> Result<ChildHandle, Error> {
-    let state = State {
-        node_id,
-        started: Instant::now(),
-    };
     let server = HttpServer::new(move || {
-        App::new()
-            .app_data(web::Data::new(state.clone()))
+        let mut app = App::new()
+            .app_data(state.clone())
             .service(healthz)
+            .service(cameras)
+            .service(live)
+            .service(day)
+            .service(vod)
+            .service(segment)
+            .service(page::index);
+        if let Some(dir) = &assets {
+            app = app.service(actix_files::Files::new("/assets", dir));
+        }
+        app
     })
     .workers(2)
     .disable_signals() // vigil handles SIGTERM/SIGINT and stops the tree in order
@@ -78,11 +358,32 @@ fn start(
 }
 
 /// The `web` child of the `services` supervisor.
-pub fn child_spec(config: &Config) -> ChildSpec {
-    let node_id = config.node_id.clone();
+pub fn child_spec(config: &Config, catalog: Arc<Catalog>) -> ChildSpec {
     let listen = config.listen_addr();
+    let assets = config.http.assets_dir.clone();
+    let state = web::Data::new(State {
+        node_id: config.node_id.clone(),
+        started: Instant::now(),
+        catalog,
+        cameras: config
+            .cameras
+            .iter()
+            .map(|c| {
+                (
+                    c.id.clone(),
+                    CameraInfo {
+                        id: c.id.clone(),
+                        factory_id: c.factory_id.clone(),
+                        target_duration: c.target_duration(),
+                    },
+                )
+            })
+            .collect(),
+        data_dir: config.data_dir.clone(),
+        live_window: config.capture.live_window,
+    });
     ChildSpec::worker("web", move |cx| {
-        start(cx, node_id.clone(), listen).map_err(|e| e.to_string())
+        start(cx, state.clone(), listen, assets.clone()).map_err(|e| e.to_string())
     })
     .shutdown(Shutdown::Timeout(std::time::Duration::from_secs(10)))
     .about(format!("HTTP server on {listen}"))

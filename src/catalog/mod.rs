@@ -1,0 +1,345 @@
+//! The embedded catalog: a SQLite journal (WAL) of every finished segment and how far it got down the
+//! distribution pipeline. It is the appliance's only state; playlists and pipeline stages are built from it.
+//!
+//! Inserts are idempotent (unique on camera, session, seq), so a watcher that sees a segment twice, or a
+//! rescan after a crash, never duplicates a row.
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::error::{Error, Result};
+
+/// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: &[&str] = &[
+    // 1: segments, with the pipeline-stage columns later stages fill.
+    "CREATE TABLE segments (
+        id               INTEGER PRIMARY KEY,
+        camera           TEXT    NOT NULL,
+        factory          TEXT    NOT NULL,
+        session          TEXT    NOT NULL,
+        seq              INTEGER NOT NULL,
+        path             TEXT    NOT NULL,
+        start_ms         INTEGER NOT NULL,
+        duration_ms      INTEGER NOT NULL,
+        bytes            INTEGER NOT NULL,
+        first_in_session INTEGER NOT NULL,
+        recorded_at_ms   INTEGER NOT NULL,
+        cid              TEXT,
+        pinned_at_ms     INTEGER,
+        indexed_at_ms    INTEGER,
+        published_at_ms  INTEGER,
+        UNIQUE (camera, session, seq)
+    );
+    CREATE INDEX segments_camera_start ON segments (camera, start_ms);",
+];
+
+/// A finished segment to record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewSegment {
+    pub camera: String,
+    pub factory: String,
+    pub session: String,
+    pub seq: i64,
+    /// Relative to the data dir: `<camera>/<session>/seg_00001.ts`.
+    pub path: String,
+    pub start_ms: i64,
+    pub duration_ms: i64,
+    pub bytes: i64,
+    pub first_in_session: bool,
+}
+
+/// A catalogued segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    pub id: i64,
+    pub camera: String,
+    pub factory: String,
+    pub session: String,
+    pub seq: i64,
+    pub path: String,
+    pub start_ms: i64,
+    pub duration_ms: i64,
+    pub bytes: i64,
+    pub first_in_session: bool,
+    pub cid: Option<String>,
+}
+
+/// Where a window of a camera's segments sits in the camera's whole sequence.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Position {
+    /// Segments before the window.
+    pub before: u64,
+    /// Sessions that have segments before the window.
+    pub sessions_before: u64,
+    /// Session of the segment just before the window.
+    pub prev_session: Option<String>,
+}
+
+/// The catalog. Cheap to share behind an `Arc`; calls are short and synchronous.
+#[derive(Debug)]
+pub struct Catalog {
+    conn: Mutex<Connection>,
+}
+
+const COLUMNS: &str =
+    "id, camera, factory, session, seq, path, start_ms, duration_ms, bytes, first_in_session, cid";
+
+fn row_to_segment(r: &rusqlite::Row<'_>) -> rusqlite::Result<Segment> {
+    Ok(Segment {
+        id: r.get(0)?,
+        camera: r.get(1)?,
+        factory: r.get(2)?,
+        session: r.get(3)?,
+        seq: r.get(4)?,
+        path: r.get(5)?,
+        start_ms: r.get(6)?,
+        duration_ms: r.get(7)?,
+        bytes: r.get(8)?,
+        first_in_session: r.get(9)?,
+        cid: r.get(10)?,
+    })
+}
+
+impl Catalog {
+    /// Open (creating if needed) the catalog at `path`, in WAL mode, and apply pending migrations.
+    pub fn open(path: &Path) -> Result<Catalog> {
+        let conn = Connection::open(path).map_err(|e| Error::catalog(path, e))?;
+        Self::init(conn).map_err(|e| Error::catalog(path, e))
+    }
+
+    /// An in-memory catalog (tests).
+    pub fn in_memory() -> Result<Catalog> {
+        let conn =
+            Connection::open_in_memory().map_err(|e| Error::catalog(Path::new(":memory:"), e))?;
+        Self::init(conn).map_err(|e| Error::catalog(Path::new(":memory:"), e))
+    }
+
+    fn init(conn: Connection) -> rusqlite::Result<Catalog> {
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // FULL: a segment the watcher reported is durable even across a power cut.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+            conn.execute_batch(&format!(
+                "BEGIN; {sql}; PRAGMA user_version = {}; COMMIT;",
+                i + 1
+            ))?;
+        }
+        Ok(Catalog {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Record a finished segment. Returns its id if it was new, `None` if it was already catalogued.
+    pub fn insert(&self, s: &NewSegment) -> Result<Option<i64>> {
+        let conn = self.conn();
+        let n = conn
+            .execute(
+                "INSERT OR IGNORE INTO segments
+                 (camera, factory, session, seq, path, start_ms, duration_ms, bytes, first_in_session, recorded_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    s.camera,
+                    s.factory,
+                    s.session,
+                    s.seq,
+                    s.path,
+                    s.start_ms,
+                    s.duration_ms,
+                    s.bytes,
+                    s.first_in_session,
+                    chrono::Utc::now().timestamp_millis()
+                ],
+            )
+            .map_err(Error::from_sql)?;
+        Ok((n == 1).then(|| conn.last_insert_rowid()))
+    }
+
+    /// The sequence numbers already catalogued for one session.
+    pub fn seqs(&self, camera: &str, session: &str) -> Result<std::collections::HashSet<i64>> {
+        let conn = self.conn();
+        let mut st = conn
+            .prepare_cached("SELECT seq FROM segments WHERE camera = ?1 AND session = ?2")
+            .map_err(Error::from_sql)?;
+        let rows = st
+            .query_map(params![camera, session], |r| r.get(0))
+            .map_err(Error::from_sql)?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(Error::from_sql)
+    }
+
+    /// One segment of a camera by id.
+    pub fn segment(&self, camera: &str, id: i64) -> Result<Option<Segment>> {
+        let conn = self.conn();
+        conn.query_row(
+            &format!("SELECT {COLUMNS} FROM segments WHERE id = ?1 AND camera = ?2"),
+            params![id, camera],
+            row_to_segment,
+        )
+        .optional()
+        .map_err(Error::from_sql)
+    }
+
+    /// The last `n` segments of a camera, oldest first.
+    pub fn last(&self, camera: &str, n: usize) -> Result<Vec<Segment>> {
+        let conn = self.conn();
+        let mut st = conn
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM segments WHERE camera = ?1 ORDER BY start_ms DESC, session DESC, seq DESC LIMIT ?2"
+            ))
+            .map_err(Error::from_sql)?;
+        let mut rows: Vec<Segment> = st
+            .query_map(params![camera, n as i64], row_to_segment)
+            .map_err(Error::from_sql)?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(Error::from_sql)?;
+        rows.reverse();
+        Ok(rows)
+    }
+
+    /// Segments of a camera that start in `[from_ms, to_ms)`, oldest first.
+    pub fn range(&self, camera: &str, from_ms: i64, to_ms: i64) -> Result<Vec<Segment>> {
+        let conn = self.conn();
+        let mut st = conn
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM segments WHERE camera = ?1 AND start_ms >= ?2 AND start_ms < ?3
+                 ORDER BY start_ms, session, seq"
+            ))
+            .map_err(Error::from_sql)?;
+        st.query_map(params![camera, from_ms, to_ms], row_to_segment)
+            .map_err(Error::from_sql)?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(Error::from_sql)
+    }
+
+    /// Where a window whose first segment is `first` sits in the camera's whole sequence.
+    pub fn position(&self, first: &Segment) -> Result<Position> {
+        let conn = self.conn();
+        let (before, sessions_before): (i64, i64) = conn
+            .query_row(
+                "SELECT COUNT(*), COUNT(DISTINCT session) FROM segments
+                 WHERE camera = ?1 AND (start_ms < ?2 OR (start_ms = ?2 AND (session < ?3 OR (session = ?3 AND seq < ?4))))",
+                params![first.camera, first.start_ms, first.session, first.seq],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(Error::from_sql)?;
+        let prev_session = conn
+            .query_row(
+                "SELECT session FROM segments
+                 WHERE camera = ?1 AND (start_ms < ?2 OR (start_ms = ?2 AND (session < ?3 OR (session = ?3 AND seq < ?4))))
+                 ORDER BY start_ms DESC, session DESC, seq DESC LIMIT 1",
+                params![first.camera, first.start_ms, first.session, first.seq],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(Error::from_sql)?;
+        Ok(Position {
+            before: before as u64,
+            sessions_before: sessions_before as u64,
+            prev_session,
+        })
+    }
+
+    /// Number of segments of a camera (all cameras with `None`).
+    pub fn count(&self, camera: Option<&str>) -> Result<u64> {
+        let conn = self.conn();
+        let n: i64 = match camera {
+            Some(c) => conn.query_row(
+                "SELECT COUNT(*) FROM segments WHERE camera = ?1",
+                [c],
+                |r| r.get(0),
+            ),
+            None => conn.query_row("SELECT COUNT(*) FROM segments", [], |r| r.get(0)),
+        }
+        .map_err(Error::from_sql)?;
+        Ok(n as u64)
+    }
+
+    /// Every segment of a camera, oldest first (tests and tools; playlists use windows).
+    pub fn all(&self, camera: &str) -> Result<Vec<Segment>> {
+        self.range(camera, i64::MIN, i64::MAX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seg(session: &str, seq: i64, start_ms: i64) -> NewSegment {
+        NewSegment {
+            camera: "cam1".into(),
+            factory: "f".into(),
+            session: session.into(),
+            seq,
+            path: format!("cam1/{session}/seg_{seq:05}.ts"),
+            start_ms,
+            duration_ms: 2000,
+            bytes: 1000,
+            first_in_session: seq == 0,
+        }
+    }
+
+    #[test]
+    fn inserts_are_idempotent_and_windows_know_their_position() {
+        let c = Catalog::in_memory().unwrap();
+        let a = c.insert(&seg("s1", 0, 0)).unwrap();
+        assert!(a.is_some());
+        assert_eq!(
+            c.insert(&seg("s1", 0, 0)).unwrap(),
+            None,
+            "duplicate ignored"
+        );
+        c.insert(&seg("s1", 1, 2000)).unwrap();
+        c.insert(&seg("s2", 0, 5000)).unwrap();
+        c.insert(&seg("s2", 1, 7000)).unwrap();
+        // Out of order insert (an orphan catalogued late) still sorts by time.
+        c.insert(&seg("s1", 2, 4000)).unwrap();
+        assert_eq!(c.count(Some("cam1")).unwrap(), 5);
+        let last = c.last("cam1", 2).unwrap();
+        assert_eq!(
+            last.iter()
+                .map(|s| (s.session.as_str(), s.seq))
+                .collect::<Vec<_>>(),
+            [("s2", 0), ("s2", 1)]
+        );
+        let pos = c.position(&last[0]).unwrap();
+        assert_eq!(
+            pos,
+            Position {
+                before: 3,
+                sessions_before: 1,
+                prev_session: Some("s1".into())
+            }
+        );
+        let pos = c.position(&c.all("cam1").unwrap()[0]).unwrap();
+        assert_eq!(pos, Position::default());
+        assert_eq!(c.range("cam1", 2000, 5000).unwrap().len(), 2);
+        assert_eq!(c.seqs("cam1", "s1").unwrap().len(), 3);
+        let id = last[1].id;
+        assert_eq!(c.segment("cam1", id).unwrap().unwrap().seq, 1);
+        assert_eq!(
+            c.segment("cam2", id).unwrap(),
+            None,
+            "ids are scoped to their camera"
+        );
+    }
+
+    #[test]
+    fn reopening_keeps_rows_and_does_not_rerun_migrations() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.sqlite");
+        {
+            let c = Catalog::open(&path).unwrap();
+            c.insert(&seg("s1", 0, 0)).unwrap();
+        }
+        let c = Catalog::open(&path).unwrap();
+        assert_eq!(c.count(None).unwrap(), 1);
+    }
+}
