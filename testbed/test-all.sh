@@ -31,6 +31,7 @@ step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 step "cargo test --workspace"
+rm -rf target/figures
 log=$(mktemp)
 status=0
 cargo test --workspace --no-fail-fast 2>&1 | tee "$log" || status=$?
@@ -38,6 +39,13 @@ cargo test --workspace --no-fail-fast 2>&1 | tee "$log" || status=$?
 passed=$(awk '/^test result:/ {s+=$4} END {print s+0}' "$log")
 failed=$(awk '/^test result:/ {s+=$6} END {print s+0}' "$log")
 rm -f "$log"
+if compgen -G "target/figures/*.txt" >/dev/null; then
+    step "figures measured by the tests"
+    for f in target/figures/*.txt; do
+        printf -- '-- %s\n' "$(basename "$f" .txt)"
+        cat "$f"
+    done
+fi
 step "stop the test bed"
 trap - EXIT
 "$here/down.sh"

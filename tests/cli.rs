@@ -2,14 +2,14 @@
 //! declared tree, `run` serves `/healthz`, stops in reverse order on SIGTERM and exits 0, and exits non-zero
 //! when its supervision tree gives up.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod support;
+
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");
+use support::{VIGIL, Vigil as Running};
 
 fn write_config(dir: &Path, body: &str) -> std::path::PathBuf {
     let path = dir.join("vigil.toml");
@@ -113,128 +113,18 @@ fn tree_prints_the_declared_supervision_tree() {
     }
 }
 
-/// A running `vigil run` whose stderr lines arrive on a channel.
-struct Running {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Running {
-    fn start(config: &Path) -> Running {
-        let mut child = Command::new(VIGIL)
-            .args(["run", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Running {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Waits for a log line containing `needle`; returns it.
-    fn expect_line(&mut self, needle: &str, within: Duration) -> String {
-        let deadline = Instant::now() + within;
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-        panic!(
-            "no log line with {needle:?} within {within:?}; got:\n{}",
-            self.seen.join("\n")
-        );
-    }
-
-    fn wait_exit(&mut self, within: Duration) -> i32 {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
-                    self.seen.push(line);
-                }
-                return status.code().unwrap_or(-1);
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                panic!(
-                    "vigil did not exit within {within:?}; log:\n{}",
-                    self.seen.join("\n")
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn http_get(addr: &str, path: &str) -> String {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
-
 #[test]
 fn run_serves_health_and_stops_in_reverse_order_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), BASE);
     let mut vigil = Running::start(&config);
-    let line = vigil.expect_line("HTTP listening on http://", Duration::from_secs(10));
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string();
-    let response = http_get(&addr, "/healthz");
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    assert!(response.contains("\"node_id\":\"edge-test\""), "{response}");
-    assert!(response.contains("\"status\":\"ok\""), "{response}");
-
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(vigil.child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    let addr = vigil.addr.clone();
+    let response = vigil.get("/healthz");
+    assert_eq!(response.status, 200);
+    let body = response.text();
+    assert!(body.contains("\"node_id\":\"edge-test\""), "{body}");
+    assert!(body.contains("\"status\":\"ok\""), "{body}");
+    vigil.signal(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(
         vigil.wait_exit(Duration::from_secs(15)),
         0,
@@ -270,7 +160,7 @@ fn run_exits_non_zero_when_the_tree_gives_up() {
     let (head, cams) = body.split_at(body.find("[[cameras]]").unwrap());
     let (cams, sup) = cams.split_at(cams.find("[supervision]").unwrap());
     let config = write_config(dir.path(), &format!("{head}{sup}\n{cams}"));
-    let mut vigil = Running::start(&config);
+    let mut vigil = Running::start_raw(&config);
     vigil.expect_line("cannot listen for HTTP", Duration::from_secs(10));
     let code = vigil.wait_exit(Duration::from_secs(30));
     let log = vigil.seen.join("\n");

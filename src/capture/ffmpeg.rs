@@ -186,6 +186,21 @@ impl Actor for Ffmpeg {
 
     fn stopped(&mut self, _: &mut Context<Self>) {
         self.cam.progress.end(&self.session);
+        // A run that never got a segment (camera unreachable) leaves nothing worth a folder: without this, a
+        // day-long outage would leave thousands of empty session folders.
+        if !self.session.is_empty() {
+            let dir = self.cam.dir.join(&self.session);
+            let has_media = std::fs::read_dir(&dir)
+                .map(|entries| {
+                    entries
+                        .flatten()
+                        .any(|e| e.file_name().to_string_lossy().contains(".ts"))
+                })
+                .unwrap_or(true);
+            if !has_media {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+        }
     }
 }
 

@@ -1,0 +1,452 @@
+//! Shared harness for the end-to-end tests: a `vigil run` process with its log, a private simulated camera
+//! (the test bed's GStreamer RTSP server on its own port, so a test can kill, freeze or reboot it), plain HTTP,
+//! /proc inspection, and a figures file the test command prints.
+//!
+//! These tests need ffmpeg and the camera simulator (`testbed/install.sh`); without them they FAIL.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+pub const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while start.elapsed() < within {
+        if f() {
+            return start.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("not within {within:?}: {what}");
+}
+
+/// Append a line to target/figures/<name>.txt (printed by the test command) and to stderr.
+pub fn figure(name: &str, line: &str) {
+    let dir = repo().join("target/figures");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("{name}.txt")))
+        .unwrap();
+    writeln!(f, "{line}").unwrap();
+    eprintln!("FIGURE {name}: {line}");
+}
+
+/// A private simulated camera: testbed/camera.py on its own port.
+pub struct Camera {
+    pub port: u16,
+    cameras: usize,
+    child: Option<Child>,
+}
+
+impl Camera {
+    pub fn start(cameras: usize) -> Camera {
+        let mut c = Camera {
+            port: free_port(),
+            cameras,
+            child: None,
+        };
+        c.spawn();
+        c
+    }
+
+    pub fn url(&self, n: usize) -> String {
+        format!("rtsp://127.0.0.1:{}/cam{n}", self.port)
+    }
+
+    fn spawn(&mut self) {
+        assert!(
+            Path::new("/usr/bin/python3").exists() && which("ffmpeg"),
+            "the camera simulator and ffmpeg are required: run testbed/install.sh"
+        );
+        let child = Command::new("/usr/bin/python3")
+            .arg(repo().join("testbed/camera.py"))
+            .args(["--address", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--cameras", &self.cameras.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start testbed/camera.py");
+        self.child = Some(child);
+        let port = self.port;
+        wait_until("camera simulator answers", Duration::from_secs(15), || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("camera running").id() as i32
+    }
+
+    /// Power cut: SIGKILL, reaped.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Back on the same port.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// Frozen: the process stops, its TCP connections stay open.
+    pub fn freeze(&self) {
+        kill(Pid::from_raw(self.pid()), Signal::SIGSTOP).unwrap();
+    }
+
+    pub fn thaw(&self) {
+        kill(Pid::from_raw(self.pid()), Signal::SIGCONT).unwrap();
+    }
+}
+
+impl Drop for Camera {
+    fn drop(&mut self) {
+        if let Some(c) = &self.child {
+            let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGCONT);
+        }
+        self.kill();
+    }
+}
+
+pub fn which(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+        .unwrap_or(false)
+}
+
+/// A config for a test node: `cameras` are (id, url).
+pub fn config(data_dir: &Path, cameras: &[(&str, String)], extra_top: &str) -> String {
+    let mut s = format!(
+        "node_id = \"test\"\ndata_dir = \"{}\"\n{extra_top}\n[http]\nlisten = \"127.0.0.1:0\"\n",
+        data_dir.display()
+    );
+    for (id, url) in cameras {
+        s += &format!(
+            "\n[[cameras]]\nid = \"{id}\"\nfactory_id = \"factory-a\"\nurl = \"{url}\"\nsegment_seconds = 2\nstall_seconds = 6\n"
+        );
+    }
+    s
+}
+
+/// A running `vigil run` whose stderr lines arrive on a channel.
+pub struct Vigil {
+    pub child: Child,
+    lines: mpsc::Receiver<String>,
+    pub seen: Vec<String>,
+    pub addr: String,
+}
+
+impl Vigil {
+    /// Start and wait until HTTP listens.
+    pub fn start(config_path: &Path) -> Vigil {
+        let mut v = Self::start_raw(config_path);
+        let line = v.expect_line("HTTP listening on http://", Duration::from_secs(15));
+        v.addr = line
+            .split("http://")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string();
+        v
+    }
+
+    /// Start without waiting for anything.
+    pub fn start_raw(config_path: &Path) -> Vigil {
+        let mut child = Command::new(VIGIL)
+            .args(["run", "--config"])
+            .arg(config_path)
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Vigil {
+            child,
+            lines,
+            seen: Vec::new(),
+            addr: String::new(),
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    fn pump(&mut self) {
+        while let Ok(l) = self.lines.try_recv() {
+            self.seen.push(l);
+        }
+    }
+
+    /// The log so far.
+    pub fn log(&mut self) -> String {
+        self.pump();
+        self.seen.join("\n")
+    }
+
+    pub fn expect_line(&mut self, needle: &str, within: Duration) -> String {
+        if let Some(l) = self.seen.iter().find(|l| l.contains(needle)) {
+            return l.clone();
+        }
+        let deadline = Instant::now() + within;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        panic!(
+            "no log line with {needle:?} within {within:?}; log:\n{}",
+            self.seen.join("\n")
+        );
+    }
+
+    pub fn signal(&self, s: Signal) {
+        kill(Pid::from_raw(self.pid()), s).unwrap();
+    }
+
+    pub fn wait_exit(&mut self, within: Duration) -> i32 {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
+                    self.seen.push(line);
+                }
+                return status.code().unwrap_or(-1);
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "vigil did not exit within {within:?}; log:\n{}",
+                    self.seen.join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM, expect a clean exit.
+    pub fn stop(&mut self) {
+        self.signal(Signal::SIGTERM);
+        let code = self.wait_exit(Duration::from_secs(20));
+        assert_eq!(
+            code,
+            0,
+            "vigil did not stop cleanly; log:\n{}",
+            self.seen.join("\n")
+        );
+    }
+
+    pub fn get(&self, path: &str) -> Response {
+        http_get(&self.addr, path)
+    }
+}
+
+impl Drop for Vigil {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: String,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+    }
+}
+
+pub fn http_get(addr: &str, path: &str) -> Response {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("HTTP header end");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut body = raw[split + 4..].to_vec();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body = dechunk(&body);
+    }
+    Response {
+        status,
+        headers: head,
+        body,
+    }
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = b.windows(2).position(|w| w == b"\r\n") {
+        let n =
+            usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap().trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&b[eol + 2..eol + 2 + n]);
+        b = &b[eol + 4 + n..];
+    }
+    out
+}
+
+/// (pid, ppid, state) of every process whose command line is ffmpeg writing under `dir`.
+pub fn ffmpeg_under(dir: &Path) -> Vec<(i32, i32, char)> {
+    let needle = format!("{}/", dir.display());
+    procs()
+        .into_iter()
+        .filter(|p| {
+            p.cmdline.first().is_some_and(|a| a.ends_with("ffmpeg"))
+                && p.cmdline.iter().any(|a| a.starts_with(&needle))
+        })
+        .map(|p| (p.pid, p.ppid, p.state))
+        .collect()
+}
+
+pub struct Proc {
+    pub pid: i32,
+    pub ppid: i32,
+    pub state: char,
+    pub cmdline: Vec<String>,
+}
+
+pub fn procs() -> Vec<Proc> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let rest = &stat[stat.rfind(')')? + 2..];
+            let mut f = rest.split_whitespace();
+            let state = f.next()?.chars().next()?;
+            let ppid = f.next()?.parse().ok()?;
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
+                .ok()?
+                .split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            Some(Proc {
+                pid,
+                ppid,
+                state,
+                cmdline,
+            })
+        })
+        .collect()
+}
+
+/// Zombie children of `pid`.
+pub fn zombies_of(pid: i32) -> Vec<i32> {
+    procs()
+        .into_iter()
+        .filter(|p| p.ppid == pid && p.state == 'Z')
+        .map(|p| p.pid)
+        .collect()
+}
+
+/// ffprobe's duration of a file or URL, in seconds.
+pub fn ffprobe_duration(input: &str) -> f64 {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "format=duration",
+            "-of",
+            "csv=p=0",
+            input,
+        ])
+        .output()
+        .expect("ffprobe");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| {
+            panic!(
+                "ffprobe could not read {input}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+}
+
+pub fn catalog(data_dir: &Path) -> vigil::catalog::Catalog {
+    vigil::catalog::Catalog::open(&data_dir.join("catalog.sqlite")).unwrap()
+}
+
+/// Session folders of a camera, oldest first.
+pub fn sessions(data_dir: &Path, camera: &str) -> Vec<String> {
+    vigil::capture::session::list(&data_dir.join(camera))
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect()
+}
