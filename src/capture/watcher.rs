@@ -298,9 +298,20 @@ impl Actor for Watcher {
                 return;
             }
         }
-        // Rescan every session at start (a watcher restart misses nothing), then follow notifications.
+        // Rescan every session not yet closed at start (a watcher restart misses nothing), then follow
+        // notifications.
+        let closed = match self.scanner.catalog.closed_sessions(&cam.config.id) {
+            Ok(c) => c,
+            Err(e) => {
+                self.exit.fail(e.to_string());
+                ctx.stop();
+                return;
+            }
+        };
         for (session, _) in super::session::list(&cam.dir) {
-            let _ = tx.send(session);
+            if !closed.contains(&session) {
+                let _ = tx.send(session);
+            }
         }
         let scanner = self.scanner.clone();
         let ticker = {

@@ -33,6 +33,13 @@ const MIGRATIONS: &[&str] = &[
         UNIQUE (camera, session, seq)
     );
     CREATE INDEX segments_camera_start ON segments (camera, start_ms);",
+    // 2: finished sessions whose every segment is catalogued: rescans skip them.
+    "CREATE TABLE closed_sessions (
+        camera       TEXT    NOT NULL,
+        session      TEXT    NOT NULL,
+        closed_at_ms INTEGER NOT NULL,
+        PRIMARY KEY (camera, session)
+    );",
 ];
 
 /// A finished segment to record.
@@ -172,6 +179,29 @@ impl Catalog {
             .query_map(params![camera, session], |r| r.get(0))
             .map_err(Error::from_sql)?;
         rows.collect::<rusqlite::Result<_>>()
+            .map_err(Error::from_sql)
+    }
+
+    /// Mark a finished session as fully catalogued, so later rescans skip it.
+    pub fn close_session(&self, camera: &str, session: &str) -> Result<()> {
+        self.conn()
+            .execute(
+                "INSERT OR IGNORE INTO closed_sessions (camera, session, closed_at_ms) VALUES (?1, ?2, ?3)",
+                params![camera, session, chrono::Utc::now().timestamp_millis()],
+            )
+            .map_err(Error::from_sql)?;
+        Ok(())
+    }
+
+    /// The sessions of a camera already marked closed.
+    pub fn closed_sessions(&self, camera: &str) -> Result<std::collections::HashSet<String>> {
+        let conn = self.conn();
+        let mut st = conn
+            .prepare_cached("SELECT session FROM closed_sessions WHERE camera = ?1")
+            .map_err(Error::from_sql)?;
+        st.query_map([camera], |r| r.get(0))
+            .map_err(Error::from_sql)?
+            .collect::<rusqlite::Result<_>>()
             .map_err(Error::from_sql)
     }
 
@@ -341,5 +371,15 @@ mod tests {
         }
         let c = Catalog::open(&path).unwrap();
         assert_eq!(c.count(None).unwrap(), 1);
+        c.close_session("cam1", "s1").unwrap();
+        c.close_session("cam1", "s1").unwrap();
+        assert_eq!(
+            c.closed_sessions("cam1")
+                .unwrap()
+                .into_iter()
+                .collect::<Vec<_>>(),
+            ["s1"]
+        );
+        assert!(c.closed_sessions("cam2").unwrap().is_empty());
     }
 }
