@@ -74,6 +74,29 @@ fn records_segments_whose_catalogue_matches_the_files_and_serves_them() {
             );
         }
     }
+    // Times are anchored at the session's start (ffmpeg's spawn), not at ffmpeg's PROGRAM-DATE-TIME, which is
+    // stamped after input probing and lags the first frame (by about 2 s here).
+    let session = &rows[0].session;
+    assert_eq!(
+        Some(rows[0].start_ms),
+        vigil::capture::session::started_ms(session)
+    );
+    let ffmpeg_playlist =
+        std::fs::read_to_string(data.join("cam1").join(session).join("index.m3u8")).unwrap();
+    let pdt0 = vigil::capture::watcher::parse_ffmpeg_playlist(&ffmpeg_playlist)[0]
+        .start_ms
+        .unwrap();
+    figure(
+        "timing",
+        &format!(
+            "ffmpeg's first PROGRAM-DATE-TIME lags its spawn by {} ms (vigil anchors at the spawn)",
+            pdt0 - rows[0].start_ms
+        ),
+    );
+    assert!(
+        pdt0 > rows[0].start_ms,
+        "ffmpeg's date is later than the spawn"
+    );
     let now_ms = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap()

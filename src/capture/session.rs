@@ -31,6 +31,15 @@ pub fn create(camera_dir: &Path, now: chrono::DateTime<chrono::Utc>) -> Result<(
     ))
 }
 
+/// When a session started (unix ms), read back from its id: the folder is created just before ffmpeg is
+/// spawned, so this is the best estimate of the first frame's wall time.
+pub fn started_ms(session: &str) -> Option<i64> {
+    let stamp = session.split('-').next()?;
+    let naive =
+        chrono::NaiveDateTime::parse_from_str(stamp.strip_suffix('Z')?, "%Y%m%dT%H%M%S%3f").ok()?;
+    Some(naive.and_utc().timestamp_millis())
+}
+
 /// The session folders of a camera, oldest first.
 pub fn list(camera_dir: &Path) -> Vec<(String, PathBuf)> {
     let mut out: Vec<(String, PathBuf)> = std::fs::read_dir(camera_dir)

@@ -110,12 +110,20 @@ impl Scanner {
         let current = self.cam.progress.current().as_deref() == Some(session);
         let mut added = 0;
         let mut listed_seqs = HashSet::new();
-        let mut next_start: Option<i64> = None;
+        // ffmpeg stamps PROGRAM-DATE-TIME when its muxer starts, after probing the input (~2 s late, measured);
+        // its spacing between segments is exact. Anchor the session at its start (ffmpeg's spawn) instead.
+        let anchor = super::session::started_ms(session);
+        let first_pdt = listed.iter().find_map(|l| l.start_ms);
+        let mut next_start: Option<i64> = anchor;
         for (i, l) in listed.iter().enumerate() {
             let Some(seq) = seq_of(&l.file) else { continue };
             listed_seqs.insert(seq);
-            let start = l
-                .start_ms
+            let from_pdt = match (l.start_ms, anchor, first_pdt) {
+                (Some(p), Some(a), Some(p0)) => Some(a + (p - p0)),
+                (Some(p), None, _) => Some(p),
+                _ => None,
+            };
+            let start = from_pdt
                 .or(next_start)
                 .unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
             next_start = Some(start + l.duration_ms);

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
-use actix_web::{App, HttpRequest, HttpResponse, HttpServer, get, web};
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, get, route, web};
 use chrono::{NaiveDate, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use supervisors::{ChildContext, ChildHandle, ChildSpec, ExitReason, Shutdown};
@@ -122,7 +122,7 @@ fn camera<'a>(state: &'a State, id: &str) -> Result<&'a CameraInfo, HttpResponse
         .ok_or_else(|| not_found(format!("no camera {id:?} on this node")))
 }
 
-#[get("/cameras/{camera}/live.m3u8")]
+#[route("/cameras/{camera}/live.m3u8", method = "GET", method = "HEAD")]
 async fn live(state: web::Data<State>, path: web::Path<String>) -> HttpResponse {
     let cam = match camera(&state, &path) {
         Ok(c) => c.clone(),
@@ -161,7 +161,7 @@ struct DayQuery {
     date: Option<String>,
 }
 
-#[get("/cameras/{camera}/day.m3u8")]
+#[route("/cameras/{camera}/day.m3u8", method = "GET", method = "HEAD")]
 async fn day(
     state: web::Data<State>,
     path: web::Path<String>,
@@ -218,7 +218,7 @@ fn parse_time(name: &str, v: &Option<String>) -> Result<i64, HttpResponse> {
         .map_err(|e| bad_request(format!("{name}={v:?} is not an RFC 3339 time ({e})")))
 }
 
-#[get("/cameras/{camera}/vod.m3u8")]
+#[route("/cameras/{camera}/vod.m3u8", method = "GET", method = "HEAD")]
 async fn vod(
     state: web::Data<State>,
     path: web::Path<String>,
@@ -265,7 +265,7 @@ async fn vod(
     playlist_response(body, "max-age=60")
 }
 
-#[get("/cameras/{camera}/segments/{file}")]
+#[route("/cameras/{camera}/segments/{file}", method = "GET", method = "HEAD")]
 async fn segment(
     state: web::Data<State>,
     path: web::Path<(String, String)>,
