@@ -14,8 +14,11 @@ step() { printf '\n==== %s\n' "$*"; }
 
 command -v cargo >/dev/null || { echo "cargo not found: install the Rust toolchain (rustup) first" >&2; exit 1; }
 
-step "install test bed prerequisites (apt: ffmpeg, GStreamer RTSP camera)"
+step "install test bed prerequisites (apt: ffmpeg, GStreamer RTSP camera, Chromium; npm: hls.js, playwright-core)"
 "$here/install.sh"
+"$here/install-browser.sh"
+VIGIL_UI_NODE_MODULES=$("$here/npm-cache.sh" | tail -n 1)
+export VIGIL_UI_NODE_MODULES
 
 step "start the test bed"
 trap '"$here/down.sh" || true' EXIT
