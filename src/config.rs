@@ -28,9 +28,99 @@ pub struct Config {
     /// Capture settings shared by all cameras.
     #[serde(default)]
     pub capture: CaptureConfig,
+    /// The IPFS node that segments are added to (no distribution pipeline without it).
+    #[serde(default)]
+    pub ipfs: Option<IpfsConfig>,
+    /// Where segments are indexed (the embedded catalog without it).
+    #[serde(default)]
+    pub index: Option<IndexConfig>,
     /// The cameras this node records.
     #[serde(default)]
     pub cameras: Vec<CameraConfig>,
+}
+
+/// `[ipfs]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct IpfsConfig {
+    /// The Kubo RPC API (Kubo, or js-ipfs which speaks the same API), e.g. `http://127.0.0.1:5001`.
+    pub api: String,
+    /// Pubsub topic for announcements.
+    #[serde(default = "default_topic")]
+    pub topic: String,
+    /// Timeout of one API call.
+    #[serde(default = "default_ipfs_timeout")]
+    pub timeout_seconds: u64,
+    /// `user:password` for an API behind a proxy with basic auth.
+    #[serde(default)]
+    pub basic_auth: Option<String>,
+    /// Bearer token for an API behind a proxy.
+    #[serde(default)]
+    pub bearer_token: Option<String>,
+    /// Run and own this daemon command (e.g. `["ipfs", "daemon"]`); restarted with the link.
+    #[serde(default)]
+    pub daemon: Option<Vec<String>>,
+    /// Pin through IPFS Cluster instead of on the local node.
+    #[serde(default)]
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// `[ipfs.cluster]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The cluster's REST API, e.g. `http://127.0.0.1:9094`.
+    pub api: String,
+    /// Replication factor range (-1 = every peer).
+    #[serde(default = "default_replication")]
+    pub replication_min: i32,
+    #[serde(default = "default_replication")]
+    pub replication_max: i32,
+    #[serde(default)]
+    pub basic_auth: Option<String>,
+}
+
+/// `[index]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct IndexConfig {
+    /// `mongodb://host:port/…`
+    pub mongodb_uri: String,
+    #[serde(default = "default_database")]
+    pub database: String,
+}
+
+fn default_topic() -> String {
+    "vigil-segments".to_string()
+}
+fn default_ipfs_timeout() -> u64 {
+    30
+}
+fn default_replication() -> i32 {
+    -1
+}
+fn default_database() -> String {
+    "vigil".to_string()
+}
+
+fn check_http_url(value: &str) -> std::result::Result<(), String> {
+    let u = url::Url::parse(value)
+        .map_err(|e| format!("{value:?} is not a URL ({e}); e.g. \"http://127.0.0.1:5001\""))?;
+    match u.scheme() {
+        "http" => Ok(()),
+        "https" if cfg!(feature = "tls") => Ok(()),
+        "https" => {
+            Err("https needs vigil built with the `tls` feature (or a TLS proxy in front)".into())
+        }
+        other => Err(format!("scheme must be http or https, got {other:?}")),
+    }
+}
+
+fn check_basic(value: &Option<String>) -> std::result::Result<(), String> {
+    match value {
+        Some(v) if !v.contains(':') => Err("must be user:password".into()),
+        _ => Ok(()),
+    }
 }
 
 /// `[http]`
@@ -315,6 +405,82 @@ impl Config {
             );
         }
 
+        if let Some(ipfs) = &self.ipfs {
+            if let Err(m) = check_http_url(&ipfs.api) {
+                bad("ipfs.api".into(), m);
+            }
+            if ipfs.topic.trim().is_empty() {
+                bad("ipfs.topic".into(), "must not be empty".into());
+            }
+            if !(1..=600).contains(&ipfs.timeout_seconds) {
+                bad(
+                    "ipfs.timeout_seconds".into(),
+                    format!("must be between 1 and 600, got {}", ipfs.timeout_seconds),
+                );
+            }
+            if let Err(m) = check_basic(&ipfs.basic_auth) {
+                bad("ipfs.basic_auth".into(), m);
+            }
+            if ipfs.basic_auth.is_some() && ipfs.bearer_token.is_some() {
+                bad(
+                    "ipfs.bearer_token".into(),
+                    "give basic_auth or bearer_token, not both".into(),
+                );
+            }
+            if ipfs.daemon.as_ref().is_some_and(|d| d.is_empty()) {
+                bad("ipfs.daemon".into(), "must name a program".into());
+            }
+            if let Some(c) = &ipfs.cluster {
+                if let Err(m) = check_http_url(&c.api) {
+                    bad("ipfs.cluster.api".into(), m);
+                }
+                for (f, v) in [
+                    ("replication_min", c.replication_min),
+                    ("replication_max", c.replication_max),
+                ] {
+                    if v == 0 || v < -1 {
+                        bad(
+                            format!("ipfs.cluster.{f}"),
+                            format!("must be -1 (every peer) or at least 1, got {v}"),
+                        );
+                    }
+                }
+                if c.replication_max != -1
+                    && (c.replication_min == -1 || c.replication_min > c.replication_max)
+                {
+                    bad(
+                        "ipfs.cluster.replication_min".into(),
+                        "must not exceed replication_max".into(),
+                    );
+                }
+                if let Err(m) = check_basic(&c.basic_auth) {
+                    bad("ipfs.cluster.basic_auth".into(), m);
+                }
+            }
+        }
+        if let Some(ix) = &self.index {
+            if ix.mongodb_uri.starts_with("mongodb+srv://") {
+                bad("index.mongodb_uri".into(), "mongodb+srv:// (DNS seed lists) is not supported: list the hosts with mongodb://".into());
+            } else if !ix.mongodb_uri.starts_with("mongodb://") {
+                bad(
+                    "index.mongodb_uri".into(),
+                    format!("{:?} is not a mongodb:// URI", ix.mongodb_uri),
+                );
+            }
+            if ix.database.is_empty() || ix.database.contains(['/', '.', ' ', '$']) {
+                bad(
+                    "index.database".into(),
+                    format!("{:?} is not a valid database name", ix.database),
+                );
+            }
+            if self.ipfs.is_none() {
+                bad(
+                    "index".into(),
+                    "indexing needs CIDs: configure [ipfs] too".into(),
+                );
+            }
+        }
+
         let mut seen: HashMap<&str, usize> = HashMap::new();
         for (i, c) in self.cameras.iter().enumerate() {
             let f = |name: &str| format!("cameras[{i}].{name}");
@@ -550,6 +716,32 @@ stall_seconds = 20
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn ipfs_cluster_and_index_sections_are_checked() {
+        let text = format!(
+            "{GOOD}\n[ipfs]\napi = \"ftp://x\"\ntopic = \"\"\nbasic_auth = \"nocolon\"\n[ipfs.cluster]\napi = \"http://127.0.0.1:9094\"\nreplication_min = 3\nreplication_max = 2\n[index]\nmongodb_uri = \"mongodb+srv://x\"\n"
+        );
+        // [ipfs] after [[cameras]] would belong to the last camera in TOML: rebuild with tables first.
+        let text = text.replacen("[[cameras]]", "[placeholder]", 1);
+        let (head, rest) = text.split_at(text.find("[placeholder]").unwrap());
+        let (cams, tables) = rest.split_at(rest.find("[ipfs]").unwrap());
+        let text = format!(
+            "{head}{tables}\n{}",
+            cams.replacen("[placeholder]", "[[cameras]]", 1)
+        );
+        let p = problems(&text);
+        assert_eq!(
+            p,
+            vec![
+                "ipfs.api: scheme must be http or https, got \"ftp\"".to_string(),
+                "ipfs.topic: must not be empty".to_string(),
+                "ipfs.basic_auth: must be user:password".to_string(),
+                "ipfs.cluster.replication_min: must not exceed replication_max".to_string(),
+                "index.mongodb_uri: mongodb+srv:// (DNS seed lists) is not supported: list the hosts with mongodb://".to_string(),
+            ]
+        );
     }
 
     #[test]

@@ -55,6 +55,24 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("IPFS API unreachable during {op}: {message}")]
+    IpfsUnreachable { op: &'static str, message: String },
+    #[error("IPFS API refused {op} (HTTP {status}): {message}")]
+    IpfsApi {
+        op: &'static str,
+        status: u16,
+        message: String,
+    },
+    #[error("IPFS {op}: {message}")]
+    Ipfs { op: &'static str, message: String },
+    #[error("IPFS Cluster {op} failed{}: {message}", status.map(|s| format!(" (HTTP {s})")).unwrap_or_default())]
+    Cluster {
+        op: &'static str,
+        status: Option<u16>,
+        message: String,
+    },
+    #[error("index {op} failed: {message}")]
+    Index { op: &'static str, message: String },
     #[error("cannot start {program}: {source}")]
     Spawn {
         program: String,
@@ -73,6 +91,57 @@ impl Error {
 
     pub(crate) fn from_sql(source: rusqlite::Error) -> Error {
         Error::Sql(source)
+    }
+
+    pub(crate) fn ipfs(op: &'static str, message: impl Into<String>) -> Error {
+        Error::Ipfs {
+            op,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn ipfs_unreachable(op: &'static str, e: &reqwest::Error) -> Error {
+        let kind = if e.is_timeout() {
+            "timed out"
+        } else if e.is_connect() {
+            "cannot connect"
+        } else {
+            "transport error"
+        };
+        Error::IpfsUnreachable {
+            op,
+            message: format!("{kind}: {e}"),
+        }
+    }
+
+    pub(crate) fn cluster(
+        op: &'static str,
+        status: Option<u16>,
+        message: impl Into<String>,
+    ) -> Error {
+        Error::Cluster {
+            op,
+            status,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn index(op: &'static str, message: impl Into<String>) -> Error {
+        Error::Index {
+            op,
+            message: message.into(),
+        }
+    }
+
+    /// Worth retrying later (a dependency is down or overloaded), as opposed to a request that will never
+    /// succeed as it is.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::IpfsUnreachable { .. } | Error::Index { .. } | Error::Sql(_) => true,
+            Error::IpfsApi { status, .. } => *status >= 500,
+            Error::Cluster { status, .. } => status.is_none_or(|s| s >= 500 || s == 429),
+            _ => false,
+        }
     }
 
     pub(crate) fn io(what: &'static str, path: &std::path::Path, source: std::io::Error) -> Error {

@@ -7,6 +7,9 @@ pub mod catalog;
 pub mod config;
 pub mod error;
 pub mod hls;
+pub mod index;
+pub mod ipfs;
+pub mod pipeline;
 pub mod tree;
 pub mod web;
 

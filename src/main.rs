@@ -127,7 +127,13 @@ fn main() -> ExitCode {
                 .expect("the default config is valid"),
             };
             let catalog = std::sync::Arc::new(Catalog::in_memory().expect("in-memory catalog"));
-            print!("{}", vigil::tree::root(&c, catalog).render_tree());
+            match vigil::tree::root(&c, catalog) {
+                Ok(spec) => print!("{}", spec.render_tree()),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            }
             ExitCode::SUCCESS
         }
         Command::Run { config } => {
@@ -178,7 +184,14 @@ async fn run(config: Config) -> ExitReason {
         }
     };
     tracing::info!(catalog = %catalog_path.display(), segments = catalog.count(None).unwrap_or(0), "catalog open");
-    let root = Runtime::new().start(vigil::tree::root(&config, catalog));
+    let spec = match vigil::tree::root(&config, catalog) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitReason::Failed(e.to_string());
+        }
+    };
+    let root = Runtime::new().start(spec);
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,
         Err(e) => {

@@ -11,16 +11,22 @@
 //!         └── watcher  finished segments → catalog
 //! ```
 //!
-//! Later stages (IpfsLink, Pinner, Indexer, Publisher, Mirror, Retention, Control) join `services`.
+//! With `[ipfs]` configured, `services` also runs `ipfs_link`, `pinner`, `indexer` and `publisher` before
+//! `web`. Later stages (Mirror, Retention, Control) join `services` too.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use supervisors::{BackoffPolicy, ChildSpec, SupervisorSpec};
+use supervisors::{BackoffPolicy, ChildHandle, ChildSpec, Shutdown, SupervisorSpec};
 
 use crate::capture;
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, Stage};
 use crate::config::Config;
+use crate::index::embedded::Embedded;
+use crate::ipfs::cluster::Cluster;
+use crate::ipfs::kubo::{Auth, Kubo};
+use crate::ipfs::link::{IpfsLink, Link};
+use crate::pipeline::{Deps, IndexSource, Pinning, StageWorker, Wake};
 use crate::web;
 
 /// Backoff and intensity from the config's `[supervision]` table.
@@ -34,24 +40,137 @@ pub(crate) fn tuned(spec: SupervisorSpec, config: &Config) -> SupervisorSpec {
         })
 }
 
+fn auth_of(basic: &Option<String>, bearer: &Option<String>) -> Option<Auth> {
+    if let Some((user, password)) = basic.as_deref().and_then(|b| b.split_once(':')) {
+        return Some(Auth::Basic {
+            user: user.to_string(),
+            password: password.to_string(),
+        });
+    }
+    bearer.clone().map(Auth::Bearer)
+}
+
+/// The distribution stages (IpfsLink, Pinner, Indexer, Publisher), when `[ipfs]` is configured.
+fn pipeline_children(
+    config: &Config,
+    catalog: &Arc<Catalog>,
+    wake: &Arc<Wake>,
+) -> crate::Result<Vec<ChildSpec>> {
+    let Some(ipfs) = &config.ipfs else {
+        return Ok(Vec::new());
+    };
+    let timeout = Duration::from_secs(ipfs.timeout_seconds);
+    let kubo = Kubo::new(
+        &ipfs.api,
+        auth_of(&ipfs.basic_auth, &ipfs.bearer_token),
+        timeout,
+    )?;
+    let (link_tx, link) = Link::new();
+    let link_tx = Arc::new(link_tx);
+    let (pinning, pin_about) = match &ipfs.cluster {
+        Some(c) => (
+            Pinning::Cluster {
+                client: Cluster::new(&c.api, auth_of(&c.basic_auth, &None), timeout)?,
+                min: c.replication_min,
+                max: c.replication_max,
+            },
+            format!(
+                "add to IPFS (CIDv1, raw leaves), pin on the cluster at {}",
+                c.api
+            ),
+        ),
+        None => (
+            Pinning::Local,
+            "add to IPFS (CIDv1, raw leaves), pin on the local node".to_string(),
+        ),
+    };
+    let (index, index_about) = match &config.index {
+        Some(ix) => (
+            IndexSource::Mongo {
+                uri: ix.mongodb_uri.clone(),
+                database: ix.database.clone(),
+            },
+            format!("index documents in MongoDB database {:?}", ix.database),
+        ),
+        None => (
+            IndexSource::Ready(Arc::new(Embedded::new(catalog.clone(), &config.node_id))),
+            "index in the embedded catalog".to_string(),
+        ),
+    };
+    let deps = Arc::new(Deps {
+        catalog: catalog.clone(),
+        data_dir: config.data_dir.clone(),
+        node_id: config.node_id.clone(),
+        kubo: kubo.clone(),
+        pinning,
+        link,
+        index,
+        topic: ipfs.topic.clone(),
+        wake: wake.clone(),
+    });
+    let daemon = ipfs.daemon.clone();
+    let mut children = vec![
+        ChildSpec::worker("ipfs_link", move |cx| {
+            let link = IpfsLink::new(
+                kubo.clone(),
+                link_tx.clone(),
+                cx.clock(),
+                cx.exit.clone(),
+                cx.path.clone(),
+                daemon.clone(),
+            );
+            Ok(ChildHandle::actor(cx, link).0)
+        })
+        .shutdown(Shutdown::Timeout(Duration::from_secs(8)))
+        .about(format!("health of the IPFS API at {}", ipfs.api)),
+    ];
+    let stages = [
+        ("pinner", Stage::Pin, pin_about),
+        ("indexer", Stage::Index, index_about),
+        (
+            "publisher",
+            Stage::Publish,
+            format!("announce on pubsub topic {:?}", ipfs.topic),
+        ),
+    ];
+    for (id, stage, about) in stages {
+        let deps = deps.clone();
+        children.push(
+            ChildSpec::worker(id, move |cx| {
+                let worker = StageWorker::new(
+                    stage,
+                    deps.clone(),
+                    cx.clock(),
+                    cx.exit.clone(),
+                    cx.path.clone(),
+                );
+                Ok(ChildHandle::actor(cx, worker).0)
+            })
+            .about(about),
+        );
+    }
+    Ok(children)
+}
+
 /// The root supervisor for `config`, recording into `catalog`.
-pub fn root(config: &Config, catalog: Arc<Catalog>) -> SupervisorSpec {
-    let services = tuned(SupervisorSpec::new("services"), config)
-        .child(web::child_spec(config, catalog.clone()));
+pub fn root(config: &Config, catalog: Arc<Catalog>) -> crate::Result<SupervisorSpec> {
+    let wake = Arc::new(Wake::default());
+    let mut services = tuned(SupervisorSpec::new("services"), config);
+    for child in pipeline_children(config, &catalog, &wake)? {
+        services = services.child(child);
+    }
+    let services = services.child(web::child_spec(config, catalog.clone()));
     let mut cameras = tuned(SupervisorSpec::new("cameras"), config)
         // A camera escalates only after a tight restart loop; many cameras doing so means something systemic.
         .intensity(100, Duration::from_secs(60))
         .dynamic_children("cameras added at run time");
     for cam in config.cameras.iter().filter(|c| c.enabled) {
-        cameras = cameras.child(ChildSpec::supervisor(capture::camera_spec(
-            config,
-            cam,
-            catalog.clone(),
-        )));
+        let spec = capture::camera_spec(config, cam, catalog.clone(), wake.clone());
+        cameras = cameras.child(ChildSpec::supervisor(spec));
     }
-    tuned(SupervisorSpec::new("root"), config)
+    Ok(tuned(SupervisorSpec::new("root"), config)
         .child(ChildSpec::supervisor(services))
-        .child(ChildSpec::supervisor(cameras))
+        .child(ChildSpec::supervisor(cameras)))
 }
 
 #[cfg(test)]
@@ -65,7 +184,9 @@ mod tests {
             std::path::Path::new("t.toml"),
         )
         .unwrap();
-        let text = root(&config, Arc::new(Catalog::in_memory().unwrap())).render_tree();
+        let text = root(&config, Arc::new(Catalog::in_memory().unwrap()))
+            .unwrap()
+            .render_tree();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines[0],
@@ -83,7 +204,9 @@ mod tests {
             std::path::Path::new("t.toml"),
         )
         .unwrap();
-        let text = root(&with_cams, Arc::new(Catalog::in_memory().unwrap())).render_tree();
+        let text = root(&with_cams, Arc::new(Catalog::in_memory().unwrap()))
+            .unwrap()
+            .render_tree();
         assert!(
             text.contains(
                 "    ├── c1  [supervisor, rest_for_one, at most 30 restarts in 60 s, permanent]"

@@ -70,6 +70,8 @@ pub struct CameraRuntime {
     pub ffprobe: String,
     pub rtsp_timeout_seconds: u32,
     pub progress: Progress,
+    /// Woken when a segment is catalogued (the distribution pipeline's first stage).
+    pub wake: Arc<crate::pipeline::Wake>,
 }
 
 /// The ffprobe that goes with an ffmpeg program.
@@ -83,7 +85,12 @@ pub fn ffprobe_for(ffmpeg: &str) -> String {
 
 /// The `Camera <id>` supervisor: rest_for_one over [Ffmpeg, Watcher], so a new ffmpeg run also restarts the
 /// watcher (which rescans, missing nothing), while a watcher hiccup never interrupts recording.
-pub fn camera_spec(config: &Config, cam: &CameraConfig, catalog: Arc<Catalog>) -> SupervisorSpec {
+pub fn camera_spec(
+    config: &Config,
+    cam: &CameraConfig,
+    catalog: Arc<Catalog>,
+    wake: Arc<crate::pipeline::Wake>,
+) -> SupervisorSpec {
     let rt = Arc::new(CameraRuntime {
         config: cam.clone(),
         dir: config.data_dir.join(&cam.id),
@@ -91,6 +98,7 @@ pub fn camera_spec(config: &Config, cam: &CameraConfig, catalog: Arc<Catalog>) -
         ffprobe: ffprobe_for(&config.capture.ffmpeg),
         rtsp_timeout_seconds: config.capture.rtsp_timeout_seconds,
         progress: Progress::default(),
+        wake,
     });
     let probe_url = cam.url.clone();
     let probe_interval = Duration::from_millis(config.capture.probe_interval_ms);

@@ -147,6 +147,7 @@ impl Scanner {
             };
             if self.catalog.insert(&new)?.is_some() {
                 added += 1;
+                self.cam.wake.stage(crate::catalog::Stage::Pin).notify_one();
                 self.check_target(&new);
                 tracing::debug!(actor = %self.path, %session, seq, duration_ms = l.duration_ms, "segment recorded");
             }
@@ -218,6 +219,7 @@ impl Scanner {
             };
             if self.catalog.insert(&new)?.is_some() {
                 added += 1;
+                self.cam.wake.stage(crate::catalog::Stage::Pin).notify_one();
                 tracing::info!(actor = %self.path, %session, seq, "catalogued a finished segment its playlist never listed");
             }
         }

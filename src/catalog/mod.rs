@@ -40,7 +40,50 @@ const MIGRATIONS: &[&str] = &[
         closed_at_ms INTEGER NOT NULL,
         PRIMARY KEY (camera, session)
     );",
+    // 3: a segment the pipeline cannot process (file gone, rejected by IPFS) is set aside with the reason,
+    // instead of blocking every segment behind it.
+    "ALTER TABLE segments ADD COLUMN pipeline_error TEXT;
+    CREATE INDEX segments_pipeline ON segments (published_at_ms, id);",
 ];
+
+/// The distribution pipeline's stages, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stage {
+    /// Added to IPFS (cid) and pinned.
+    Pin,
+    /// Index document written.
+    Index,
+    /// Announcement published.
+    Publish,
+}
+
+impl Stage {
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Pin => "pin",
+            Stage::Index => "index",
+            Stage::Publish => "publish",
+        }
+    }
+
+    /// SQL condition for "ready for this stage and not done".
+    fn pending(self) -> &'static str {
+        match self {
+            Stage::Pin => "pinned_at_ms IS NULL",
+            Stage::Index => "pinned_at_ms IS NOT NULL AND indexed_at_ms IS NULL",
+            Stage::Publish => "indexed_at_ms IS NOT NULL AND published_at_ms IS NULL",
+        }
+    }
+}
+
+/// How many segments wait at each stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Backlog {
+    pub pin: u64,
+    pub index: u64,
+    pub publish: u64,
+    pub failed: u64,
+}
 
 /// A finished segment to record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,6 +222,134 @@ impl Catalog {
             .query_map(params![camera, session], |r| r.get(0))
             .map_err(Error::from_sql)?;
         rows.collect::<rusqlite::Result<_>>()
+            .map_err(Error::from_sql)
+    }
+
+    /// Up to `limit` segments waiting for `stage`, oldest first (segments set aside with an error are skipped).
+    pub fn pending(&self, stage: Stage, limit: usize) -> Result<Vec<Segment>> {
+        let conn = self.conn();
+        let mut st = conn
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM segments WHERE {} AND pipeline_error IS NULL ORDER BY id LIMIT ?1",
+                stage.pending()
+            ))
+            .map_err(Error::from_sql)?;
+        st.query_map([limit as i64], row_to_segment)
+            .map_err(Error::from_sql)?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(Error::from_sql)
+    }
+
+    /// Record that `stage` is done for segment `id` (with the CID, for the pin stage).
+    pub fn mark(&self, stage: Stage, id: i64, cid: Option<&str>) -> Result<()> {
+        let now = chrono::Utc::now().timestamp_millis();
+        let conn = self.conn();
+        let n = match stage {
+            Stage::Pin => conn.execute(
+                "UPDATE segments SET cid = ?2, pinned_at_ms = ?3 WHERE id = ?1",
+                params![id, cid, now],
+            ),
+            Stage::Index => conn.execute(
+                "UPDATE segments SET indexed_at_ms = ?2 WHERE id = ?1",
+                params![id, now],
+            ),
+            Stage::Publish => conn.execute(
+                "UPDATE segments SET published_at_ms = ?2 WHERE id = ?1",
+                params![id, now],
+            ),
+        }
+        .map_err(Error::from_sql)?;
+        if n == 1 {
+            Ok(())
+        } else {
+            Err(Error::index(
+                "mark",
+                format!("segment {id} is not in the catalog"),
+            ))
+        }
+    }
+
+    /// Set a segment aside: the pipeline cannot process it (the reason is kept and shown).
+    pub fn set_aside(&self, id: i64, reason: &str) -> Result<()> {
+        self.conn()
+            .execute(
+                "UPDATE segments SET pipeline_error = ?2 WHERE id = ?1",
+                params![id, reason],
+            )
+            .map_err(Error::from_sql)?;
+        Ok(())
+    }
+
+    /// Segments waiting at each stage.
+    pub fn backlog(&self) -> Result<Backlog> {
+        self.conn()
+            .query_row(
+                "SELECT
+                   COALESCE(SUM(pipeline_error IS NULL AND pinned_at_ms IS NULL), 0),
+                   COALESCE(SUM(pipeline_error IS NULL AND pinned_at_ms IS NOT NULL AND indexed_at_ms IS NULL), 0),
+                   COALESCE(SUM(pipeline_error IS NULL AND indexed_at_ms IS NOT NULL AND published_at_ms IS NULL), 0),
+                   COALESCE(SUM(pipeline_error IS NOT NULL), 0)
+                 FROM segments",
+                [],
+                |r| {
+                    Ok(Backlog {
+                        pin: r.get::<_, i64>(0)? as u64,
+                        index: r.get::<_, i64>(1)? as u64,
+                        publish: r.get::<_, i64>(2)? as u64,
+                        failed: r.get::<_, i64>(3)? as u64,
+                    })
+                },
+            )
+            .map_err(Error::from_sql)
+    }
+
+    /// The CID of the segment of the same camera just before `s` in time, if it has one.
+    pub fn prev_cid(&self, s: &Segment) -> Result<Option<String>> {
+        self.conn()
+            .query_row(
+                "SELECT cid FROM segments WHERE camera = ?1
+                   AND (start_ms < ?2 OR (start_ms = ?2 AND (session < ?3 OR (session = ?3 AND seq < ?4))))
+                 ORDER BY start_ms DESC, session DESC, seq DESC LIMIT 1",
+                params![s.camera, s.start_ms, s.session, s.seq],
+                |r| r.get::<_, Option<String>>(0),
+            )
+            .optional()
+            .map(Option::flatten)
+            .map_err(Error::from_sql)
+    }
+
+    /// Milliseconds from "recorded" to "published" of every published segment (latency figures).
+    pub fn publish_latencies_ms(&self) -> Result<Vec<i64>> {
+        let conn = self.conn();
+        let mut st = conn
+            .prepare("SELECT published_at_ms - recorded_at_ms FROM segments WHERE published_at_ms IS NOT NULL")
+            .map_err(Error::from_sql)?;
+        st.query_map([], |r| r.get(0))
+            .map_err(Error::from_sql)?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(Error::from_sql)
+    }
+
+    /// Segments with a CID whose camera (`by_factory` false) or factory (true) is `key`, starting in
+    /// `[from_ms, to_ms)`, oldest first: the embedded index's range query.
+    pub fn indexed_range(
+        &self,
+        by_factory: bool,
+        key: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<Segment>> {
+        let col = if by_factory { "factory" } else { "camera" };
+        let conn = self.conn();
+        let mut st = conn
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM segments WHERE {col} = ?1 AND start_ms >= ?2 AND start_ms < ?3
+                   AND indexed_at_ms IS NOT NULL ORDER BY start_ms, camera, session, seq"
+            ))
+            .map_err(Error::from_sql)?;
+        st.query_map(params![key, from_ms, to_ms], row_to_segment)
+            .map_err(Error::from_sql)?
+            .collect::<rusqlite::Result<_>>()
             .map_err(Error::from_sql)
     }
 
@@ -359,6 +530,52 @@ mod tests {
             None,
             "ids are scoped to their camera"
         );
+    }
+
+    #[test]
+    fn stages_take_their_backlog_in_order_and_broken_segments_are_set_aside() {
+        let c = Catalog::in_memory().unwrap();
+        for i in 0..4 {
+            c.insert(&seg("s1", i, i * 2000)).unwrap();
+        }
+        let ids: Vec<i64> = c.all("cam1").unwrap().iter().map(|s| s.id).collect();
+        assert_eq!(
+            c.backlog().unwrap(),
+            Backlog {
+                pin: 4,
+                ..Default::default()
+            }
+        );
+        c.mark(Stage::Pin, ids[0], Some("bafk0")).unwrap();
+        c.mark(Stage::Pin, ids[1], Some("bafk1")).unwrap();
+        c.set_aside(ids[3], "file vanished").unwrap();
+        assert_eq!(
+            c.pending(Stage::Pin, 10)
+                .unwrap()
+                .iter()
+                .map(|s| s.id)
+                .collect::<Vec<_>>(),
+            [ids[2]]
+        );
+        assert_eq!(c.pending(Stage::Index, 10).unwrap().len(), 2);
+        c.mark(Stage::Index, ids[0], None).unwrap();
+        c.mark(Stage::Publish, ids[0], None).unwrap();
+        assert_eq!(
+            c.backlog().unwrap(),
+            Backlog {
+                pin: 1,
+                index: 1,
+                publish: 0,
+                failed: 1
+            }
+        );
+        let all = c.all("cam1").unwrap();
+        assert_eq!(c.prev_cid(&all[2]).unwrap().as_deref(), Some("bafk1"));
+        assert_eq!(c.prev_cid(&all[0]).unwrap(), None);
+        assert_eq!(c.indexed_range(false, "cam1", 0, 10_000).unwrap().len(), 1);
+        assert_eq!(c.indexed_range(true, "f", 0, 10_000).unwrap().len(), 1);
+        assert_eq!(c.publish_latencies_ms().unwrap().len(), 1);
+        assert!(c.mark(Stage::Pin, 9999, Some("x")).is_err());
     }
 
     #[test]

@@ -1,0 +1,75 @@
+//! The segment index behind one trait: MongoDB (collection `segments`) when a URI is configured, otherwise the
+//! embedded catalog. Upserts are keyed by `<device>/<session>/<seq>`, so writing a document twice is harmless;
+//! range queries (by device or factory) return segments in time order — replay uses them.
+
+pub mod embedded;
+pub mod mongo;
+
+use futures_util::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::Segment;
+use crate::error::Result;
+
+/// One index document (the DESIGN's shape; times are unix milliseconds here, BSON dates in MongoDB).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexDoc {
+    /// `<device>/<session>/<seq>`
+    pub id: String,
+    /// Path relative to the node's data folder: `<device>/<session>/seg_00001.ts`.
+    pub filename: String,
+    pub cid: String,
+    pub factory_id: String,
+    pub device_id: String,
+    pub session: String,
+    pub seq: i64,
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub duration_ms: i64,
+    pub bytes: i64,
+    pub first_in_session: bool,
+    pub node_id: String,
+}
+
+impl IndexDoc {
+    /// The document for a pinned catalogue row.
+    pub fn from_segment(s: &Segment, node_id: &str) -> Option<IndexDoc> {
+        Some(IndexDoc {
+            id: format!("{}/{}/{}", s.camera, s.session, s.seq),
+            filename: s.path.clone(),
+            cid: s.cid.clone()?,
+            factory_id: s.factory.clone(),
+            device_id: s.camera.clone(),
+            session: s.session.clone(),
+            seq: s.seq,
+            start_ms: s.start_ms,
+            end_ms: s.start_ms + s.duration_ms,
+            duration_ms: s.duration_ms,
+            bytes: s.bytes,
+            first_in_session: s.first_in_session,
+            node_id: node_id.to_string(),
+        })
+    }
+}
+
+/// What a range query selects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    Device(String),
+    Factory(String),
+}
+
+/// An index backend.
+pub trait Index: Send + Sync {
+    /// Insert or replace the document with this id.
+    fn upsert<'a>(&'a self, doc: &'a IndexDoc) -> BoxFuture<'a, Result<()>>;
+    /// Documents of `scope` starting in `[from_ms, to_ms)`, in time order.
+    fn range<'a>(
+        &'a self,
+        scope: &'a Scope,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> BoxFuture<'a, Result<Vec<IndexDoc>>>;
+    /// A short name for logs.
+    fn name(&self) -> &'static str;
+}

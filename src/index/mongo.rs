@@ -1,0 +1,152 @@
+//! The MongoDB index (official driver): collection `segments`, documents shaped as in DESIGN with BSON dates,
+//! indexes on (device_id, start) and (factory_id, start) created at start, upserts by `_id`. Only the common
+//! MongoDB API is used, so SecantusDB (the test bed) and a real mongod behave the same.
+
+use futures_util::future::BoxFuture;
+use futures_util::{FutureExt, TryStreamExt};
+use mongodb::bson::{DateTime, Document, doc};
+use mongodb::options::ClientOptions;
+use mongodb::{Client, Collection, IndexModel};
+
+use super::{Index, IndexDoc, Scope};
+use crate::error::{Error, Result};
+
+pub struct Mongo {
+    segments: Collection<Document>,
+}
+
+fn err(op: &'static str) -> impl Fn(mongodb::error::Error) -> Error {
+    move |e| Error::index(op, e.to_string())
+}
+
+impl Mongo {
+    /// Connect (lazily: the driver connects on first use) and create the indexes. `timeout` bounds server
+    /// selection, so an unreachable server fails a call in that time instead of hanging.
+    pub async fn connect(uri: &str, database: &str, timeout: std::time::Duration) -> Result<Mongo> {
+        let mut opts = ClientOptions::parse(uri).await.map_err(err("connect"))?;
+        opts.server_selection_timeout = Some(timeout);
+        opts.connect_timeout = Some(timeout);
+        opts.app_name = Some("vigil".into());
+        let client = Client::with_options(opts).map_err(err("connect"))?;
+        Ok(Mongo {
+            segments: client.database(database).collection("segments"),
+        })
+    }
+
+    /// Create the range-query indexes (idempotent).
+    pub async fn ensure_indexes(&self) -> Result<()> {
+        let models = vec![
+            IndexModel::builder()
+                .keys(doc! { "device_id": 1, "start": 1 })
+                .build(),
+            IndexModel::builder()
+                .keys(doc! { "factory_id": 1, "start": 1 })
+                .build(),
+        ];
+        self.segments
+            .create_indexes(models)
+            .await
+            .map_err(err("create indexes"))?;
+        Ok(())
+    }
+
+    fn to_bson(d: &IndexDoc) -> Document {
+        doc! {
+            "_id": &d.id,
+            "filename": &d.filename,
+            "cid": &d.cid,
+            "factory_id": &d.factory_id,
+            "device_id": &d.device_id,
+            "session": &d.session,
+            "seq": d.seq,
+            "start": DateTime::from_millis(d.start_ms),
+            "end": DateTime::from_millis(d.end_ms),
+            "duration_ms": d.duration_ms,
+            "bytes": d.bytes,
+            "first_in_session": d.first_in_session,
+            "node_id": &d.node_id,
+        }
+    }
+
+    fn from_bson(d: &Document) -> Result<IndexDoc> {
+        let bad = |f: &str| {
+            Error::index(
+                "read",
+                format!("document {:?} has no valid {f}", d.get("_id")),
+            )
+        };
+        let s = |f: &str| d.get_str(f).map(str::to_string).map_err(|_| bad(f));
+        let i = |f: &str| {
+            d.get_i64(f)
+                .or_else(|_| d.get_i32(f).map(i64::from))
+                .map_err(|_| bad(f))
+        };
+        let t = |f: &str| {
+            d.get_datetime(f)
+                .map(|t| t.timestamp_millis())
+                .map_err(|_| bad(f))
+        };
+        Ok(IndexDoc {
+            id: s("_id")?,
+            filename: s("filename")?,
+            cid: s("cid")?,
+            factory_id: s("factory_id")?,
+            device_id: s("device_id")?,
+            session: s("session")?,
+            seq: i("seq")?,
+            start_ms: t("start")?,
+            end_ms: t("end")?,
+            duration_ms: i("duration_ms")?,
+            bytes: i("bytes")?,
+            first_in_session: d
+                .get_bool("first_in_session")
+                .map_err(|_| bad("first_in_session"))?,
+            node_id: s("node_id")?,
+        })
+    }
+}
+
+impl Index for Mongo {
+    fn upsert<'a>(&'a self, doc: &'a IndexDoc) -> BoxFuture<'a, Result<()>> {
+        async move {
+            self.segments
+                .replace_one(doc! { "_id": &doc.id }, Self::to_bson(doc))
+                .upsert(true)
+                .await
+                .map_err(err("upsert"))?;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn range<'a>(
+        &'a self,
+        scope: &'a Scope,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> BoxFuture<'a, Result<Vec<IndexDoc>>> {
+        async move {
+            let (field, key) = match scope {
+                Scope::Device(d) => ("device_id", d),
+                Scope::Factory(f) => ("factory_id", f),
+            };
+            let filter = doc! {
+                field: key,
+                "start": { "$gte": DateTime::from_millis(from_ms), "$lt": DateTime::from_millis(to_ms) },
+            };
+            let cursor = self
+                .segments
+                .find(filter)
+                .sort(doc! { "start": 1, "device_id": 1, "session": 1, "seq": 1 })
+                .await
+                .map_err(err("range"))?;
+            let docs: Vec<Document> = cursor.try_collect().await.map_err(err("range"))?;
+            docs.iter().map(Self::from_bson).collect()
+        }
+        .boxed()
+    }
+
+    fn name(&self) -> &'static str {
+        "mongodb"
+    }
+}
