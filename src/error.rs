@@ -138,8 +138,11 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         match self {
             Error::IpfsUnreachable { .. } | Error::Index { .. } | Error::Sql(_) => true,
-            Error::IpfsApi { status, .. } => *status >= 500,
-            Error::Cluster { status, .. } => status.is_none_or(|s| s >= 500 || s == 429),
+            // 401/403: wrong or missing credentials, fixed by the operator: keep the segments waiting.
+            Error::IpfsApi { status, .. } => *status >= 500 || matches!(status, 401 | 403 | 429),
+            Error::Cluster { status, .. } => {
+                status.is_none_or(|s| s >= 500 || matches!(s, 401 | 403 | 429))
+            }
             _ => false,
         }
     }

@@ -7,8 +7,8 @@
 //! │   └── web          HTTP server
 //! └── cameras          one_for_one; one per enabled camera, more added and removed at run time
 //!     └── <id>         rest_for_one
-//!         ├── ffmpeg   one ffmpeg run per session folder; stall watchdog; camera probe during backoff
-//!         └── watcher  finished segments → catalog
+//!         ├── watcher  finished segments → catalog (started first, stops last)
+//!         └── ffmpeg   one ffmpeg run per session folder; stall watchdog; camera probe during backoff
 //! ```
 //!
 //! With `[ipfs]` configured, `services` also runs `ipfs_link`, `pinner`, `indexer` and `publisher` before
@@ -214,11 +214,11 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("    │   ├── ffmpeg  [worker, permanent]: ffmpeg ← rtsp://h/1"),
+            text.contains("    │   ├── watcher  [worker, permanent]: /d/c1/ → catalog"),
             "{text}"
         );
         assert!(
-            text.contains("    │   └── watcher  [worker, permanent]: /d/c1/ → catalog"),
+            text.contains("    │   └── ffmpeg  [worker, permanent]: ffmpeg ← rtsp://h/1"),
             "{text}"
         );
     }

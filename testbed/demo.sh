@@ -141,6 +141,9 @@ write_config() {
         printf '[http]\n'
         printf 'listen = "127.0.0.1:%s"\n' "$HTTP_PORT"
         printf 'assets_dir = %s          # hls.js from npm (testbed/npm-cache.sh)\n' "$(toml_str "$assets")"
+        # The distribution pipeline: js-ipfs node A and SecantusDB from the test bed (testbed/up.sh).
+        printf '\n[ipfs]\napi = "http://127.0.0.1:%s"\ntopic = "vigil-demo"\n' "$VIGIL_IPFS_A_API_PORT"
+        printf '\n[index]\nmongodb_uri = "mongodb://127.0.0.1:%s"\ndatabase = "vigil_demo"\n' "$VIGIL_MONGO_PORT"
         while read -r id; do
             printf '\n[[cameras]]\nid = "%s"\nfactory_id = "demo-site"\nurl = "rtsp://127.0.0.1:%s/%s"\nsegment_seconds = 2\n' \
                 "$id" "$VIGIL_CAMERA_PORT" "$id"
@@ -183,7 +186,7 @@ start() {
         tb_die "port 127.0.0.1:$HTTP_PORT is taken by another program (not the demo's vigil in $PIDFILE); stop it or set VIGIL_HTTP_PORT"
     fi
 
-    tb_log "1/7 testbed/install.sh (ffmpeg, camera simulator)"
+    tb_log "1/7 testbed/install.sh (ffmpeg, camera simulator, js-ipfs, SecantusDB)"
     "$TESTBED_HOME/install.sh"
 
     tb_log "2/7 hls.js from npm (testbed/npm-cache.sh)"
@@ -194,7 +197,7 @@ start() {
     [[ -f $assets/hls.min.js ]] || tb_die "$assets/hls.min.js missing (broken npm cache? remove $(dirname "$nm") and re-run)"
     tb_log "    assets_dir $assets ($(secs_since "$t") s)"
 
-    tb_log "3/7 testbed/up.sh (simulated cameras)"
+    tb_log "3/7 testbed/up.sh (simulated cameras, two js-ipfs nodes, SecantusDB)"
     "$TESTBED_HOME/up.sh"
 
     tb_log "4/7 cargo build ${CARGO_PROFILE_ARGS[*]} -p vigil"
@@ -254,6 +257,7 @@ start() {
         for id in "${urls[@]:1}"; do printf '                      %s/cameras/%s/live.m3u8\n' "$BASE" "$id"; done
         printf '  Today so far:       %s/cameras/%s/day.m3u8   (same for the other cameras)\n' "$BASE" "$cam1"
         printf '  Recordings:         %s/<camera>/<session>/   (kept across demo runs)\n' "$DATA_DIR"
+        printf '  Pipeline backlog:   %s/api/pipeline   (added to IPFS node A, indexed in SecantusDB, announced on "vigil-demo")\n' "$BASE"
         printf '  vigil log:          %s\n' "$LOG"
         printf '  Config:             %s\n' "$CONFIG"
         printf '  Cameras:            rtsp://127.0.0.1:%s/cam1 .. cam%s   (log %s)\n' "$VIGIL_CAMERA_PORT" "$VIGIL_CAMERAS" "$(logfile_of camera)"

@@ -2,16 +2,21 @@
 # install.sh — idempotent installer for the vigil test bed (real servers, no mocks).
 #
 # Usage: testbed/install.sh [component ...]
-#   Components known today: ffmpeg camera   (default: all of them)
-#   Later: ipfs (js-ipfs via npm), secantusdb (pip venv), rabbitmq, prometheus, nginx.
+#   Components known today: ffmpeg camera ipfs mongo   (default: all of them)
+#     ipfs   js-ipfs 0.66.1 from testbed/ipfs/package-lock.json, `npm ci` into
+#            ${VIGIL_CACHE_DIR:-$HOME/.cache/vigil}/ipfs-<sha256 of the lockfile>/ (testbed/npm-cache.sh ipfs)
+#     mongo  SecantusDB 0.7.0b3 (MongoDB wire protocol) in a venv at
+#            ${VIGIL_CACHE_DIR:-$HOME/.cache/vigil}/secantusdb-0.7.0b3/ (marker file .complete)
+#   Later: rabbitmq, prometheus, nginx.
 #
+# The caches live outside the clone (CI clones afresh every run) and are reused when complete.
 # Each component is one function `install_<name>`. apt-get update runs at most once, and only
 # when some package is actually missing; when everything is present the script exits in seconds.
 # Must run as root (or via sudo). See testbed/ports.md for the port plan.
 set -euo pipefail
 
 export DEBIAN_FRONTEND=noninteractive
-ALL_COMPONENTS=(ffmpeg camera)
+ALL_COMPONENTS=(ffmpeg camera ipfs mongo)
 
 log() { printf '[install] %s\n' "$*" >&2; }
 die() { printf '[install] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -75,6 +80,80 @@ install_camera() {
     for el in videotestsrc clockoverlay timeoverlay textoverlay x264enc rtph264pay; do
         gst-inspect-1.0 --exists "$el" || die "GStreamer element $el missing"
     done
+}
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+CACHE_ROOT=${VIGIL_CACHE_DIR:-${HOME:?HOME is not set; set VIGIL_CACHE_DIR}/.cache/vigil}
+SECANTUS_VERSION=0.7.0b3
+
+ms_since() { echo $((($(date +%s%N) - $1) / 1000000)); }
+
+# js-ipfs 0.66.1: node_modules from testbed/ipfs/package-lock.json in the cache (npm-cache.sh ipfs), then
+# prove that the daemon's whole module graph loads on this Node (newer transitive packages break it).
+install_ipfs() {
+    local nm t0 major
+    if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+        # Debian 12's nodejs is 18, enough for js-ipfs 0.66 (engines: node >= 16).
+        apt_install nodejs npm
+    fi
+    # up.sh and check-ipfs.sh talk to the RPC API with curl.
+    command -v curl >/dev/null 2>&1 || apt_install curl
+    major=$(node -p 'process.versions.node.split(".")[0]')
+    ((major >= 16)) || die "js-ipfs 0.66 needs Node >= 16, found $(node --version)"
+    t0=$(date +%s%N)
+    nm=$("$HERE/npm-cache.sh" ipfs) || die "npm ci of testbed/ipfs failed"
+    [[ -f $nm/ipfs/src/cli.js ]] || die "$nm/ipfs/src/cli.js missing (broken cache? remove $(dirname "$nm") and re-run)"
+    (cd "$nm/.." && NO_UPDATE_NOTIFIER=1 node --input-type=module -e "
+        await import('ipfs-daemon'); await import('ipfs-core');
+        const p = JSON.parse((await import('fs')).readFileSync('node_modules/ipfs/package.json', 'utf8'));
+        if (p.version !== '0.66.1') { console.error('ipfs is ' + p.version); process.exit(1) }") ||
+        die "js-ipfs in $nm does not load on node $(node --version)"
+    log "js-ipfs 0.66.1 ready in $nm ($(ms_since "$t0") ms)"
+}
+
+# SecantusDB in its own venv, built in place (venvs are not relocatable) and marked complete only after
+# the server and pymongo import; an incomplete folder (interrupted install) is removed and rebuilt.
+install_mongo() {
+    local dir=$CACHE_ROOT/secantusdb-$SECANTUS_VERSION py t0 lockfd
+    # The venv's python links to the interpreter that made it: if that one went away, rebuild.
+    complete() {
+        [[ -f $dir/.complete && -x $dir/bin/secantusd-py ]] &&
+            "$dir/bin/python" -c 'import secantus, pymongo' >/dev/null 2>&1
+    }
+    if complete; then
+        log "SecantusDB $SECANTUS_VERSION ready in $dir (cached)"
+        return 0
+    fi
+    py=$(command -v python3 || true)
+    [[ -n $py ]] || { apt_install python3; py=$(command -v python3); }
+    "$py" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 9) else 1)' ||
+        die "SecantusDB needs python3 >= 3.9 ($py is $("$py" --version 2>&1))"
+    # Debian's python3 has venv but not ensurepip until python3-venv is installed.
+    if ! "$py" -c 'import venv, ensurepip' >/dev/null 2>&1; then
+        [[ $py == /usr/bin/python3 ]] || die "$py has no venv/ensurepip module"
+        apt_install python3-venv
+    fi
+    mkdir -p "$CACHE_ROOT"
+    exec {lockfd}>"$dir.lock"
+    if command -v flock >/dev/null 2>&1; then
+        flock -w 600 "$lockfd" || die "timed out waiting for $dir.lock"
+    fi
+    if complete; then
+        log "SecantusDB $SECANTUS_VERSION ready in $dir (installed by a concurrent run)"
+        return 0
+    fi
+    t0=$(date +%s%N)
+    rm -rf "$dir"
+    log "python3 -m venv $dir ($("$py" --version 2>&1)) + pip install secantusdb==$SECANTUS_VERSION"
+    "$py" -m venv "$dir" || { rm -rf "$dir"; die "python3 -m venv $dir failed"; }
+    if ! "$dir/bin/pip" install -q --disable-pip-version-check --no-input "secantusdb==$SECANTUS_VERSION" >&2; then
+        rm -rf "$dir"
+        die "pip install secantusdb==$SECANTUS_VERSION failed"
+    fi
+    "$dir/bin/python" -c 'import secantus, pymongo' || { rm -rf "$dir"; die "secantus/pymongo do not import in $dir"; }
+    "$dir/bin/secantusd-py" --help >/dev/null || { rm -rf "$dir"; die "$dir/bin/secantusd-py --help failed"; }
+    date -Is >"$dir/.complete"
+    log "SecantusDB $SECANTUS_VERSION installed in $dir ($(ms_since "$t0") ms)"
 }
 
 main() {

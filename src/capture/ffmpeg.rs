@@ -186,6 +186,8 @@ impl Actor for Ffmpeg {
 
     fn stopped(&mut self, _: &mut Context<Self>) {
         self.cam.progress.end(&self.session);
+        // The run is over: the watcher catalogues what it left (orphans too) and closes the session.
+        self.cam.rescan(&self.session);
         // A run that never got a segment (camera unreachable) leaves nothing worth a folder: without this, a
         // day-long outage would leave thousands of empty session folders.
         if !self.session.is_empty() {

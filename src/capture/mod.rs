@@ -72,6 +72,22 @@ pub struct CameraRuntime {
     pub progress: Progress,
     /// Woken when a segment is catalogued (the distribution pipeline's first stage).
     pub wake: Arc<crate::pipeline::Wake>,
+    /// The running watcher's scan queue (ffmpeg queues its session when a run ends).
+    pub scan_queue: Mutex<Option<tokio::sync::mpsc::UnboundedSender<String>>>,
+}
+
+impl CameraRuntime {
+    /// Ask the watcher to rescan `session` (e.g. because its ffmpeg run just ended).
+    pub fn rescan(&self, session: &str) {
+        if let Some(q) = self
+            .scan_queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            let _ = q.send(session.to_string());
+        }
+    }
 }
 
 /// The ffprobe that goes with an ffmpeg program.
@@ -83,8 +99,10 @@ pub fn ffprobe_for(ffmpeg: &str) -> String {
     }
 }
 
-/// The `Camera <id>` supervisor: rest_for_one over [Ffmpeg, Watcher], so a new ffmpeg run also restarts the
-/// watcher (which rescans, missing nothing), while a watcher hiccup never interrupts recording.
+/// The `Camera <id>` supervisor: rest_for_one over [Watcher, Ffmpeg]. The watcher follows the whole camera folder,
+/// so it needs no restart when ffmpeg starts a new session; started first, it stops last, after ffmpeg has
+/// written its final segment, which it catalogues before vigil exits. (A watcher failure restarts ffmpeg too:
+/// recording resumes in a new session, and the restarted watcher's rescan misses nothing.)
 pub fn camera_spec(
     config: &Config,
     cam: &CameraConfig,
@@ -99,6 +117,7 @@ pub fn camera_spec(
         rtsp_timeout_seconds: config.capture.rtsp_timeout_seconds,
         progress: Progress::default(),
         wake,
+        scan_queue: Mutex::new(None),
     });
     let probe_url = cam.url.clone();
     let probe_interval = Duration::from_millis(config.capture.probe_interval_ms);
@@ -132,11 +151,13 @@ pub fn camera_spec(
         );
         Ok(h)
     })
+    // Its last act is a final scan after ffmpeg stopped: give it time even on a loaded machine.
+    .shutdown(Shutdown::Timeout(Duration::from_secs(30)))
     .about(format!("{}/ → catalog", rt.dir.display()));
     crate::tree::tuned(SupervisorSpec::new(cam.id.clone()), config)
         .strategy(Strategy::RestForOne)
         // Backoff bounds a failing camera to a few restarts a minute; this limit is only hit by a tight loop.
         .intensity(30, Duration::from_secs(60))
-        .child(ffmpeg)
         .child(watcher)
+        .child(ffmpeg)
 }

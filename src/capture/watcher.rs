@@ -240,6 +240,8 @@ pub struct Watcher {
     scanner: Arc<Scanner>,
     exit: ExitSlot,
     notify: Option<notify::RecommendedWatcher>,
+    /// The scan queue; an empty name asks the scan loop to finish.
+    queue: Option<mpsc::UnboundedSender<String>>,
 }
 
 impl Watcher {
@@ -259,6 +261,7 @@ impl Watcher {
             }),
             exit,
             notify: None,
+            queue: None,
         }
     }
 }
@@ -367,8 +370,27 @@ impl Actor for Watcher {
 
 impl Handler<Terminate> for Watcher {
     type Result = ();
+    /// A last scan of every session not yet closed (ffmpeg, stopped before the watcher, has just written its
+    /// final segment), then stop.
     fn handle(&mut self, _: Terminate, ctx: &mut Context<Self>) {
-        ctx.stop();
+        let Some(queue) = &self.queue else {
+            ctx.stop();
+            return;
+        };
+        let cam = &self.scanner.cam;
+        let closed = self
+            .scanner
+            .catalog
+            .closed_sessions(&cam.config.id)
+            .unwrap_or_default();
+        for (session, _) in super::session::list(&cam.dir) {
+            if !closed.contains(&session) {
+                let _ = queue.send(session);
+            }
+        }
+        if queue.send(String::new()).is_err() {
+            ctx.stop();
+        }
     }
 }
 

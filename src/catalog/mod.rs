@@ -116,6 +116,14 @@ pub struct Segment {
     pub cid: Option<String>,
 }
 
+/// A segment with how far it got down the pipeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tracked {
+    pub segment: Segment,
+    pub published: bool,
+    pub set_aside: Option<String>,
+}
+
 /// Where a window of a camera's segments sits in the camera's whole sequence.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Position {
@@ -461,6 +469,24 @@ impl Catalog {
         }
         .map_err(Error::from_sql)?;
         Ok(n as u64)
+    }
+
+    /// Every segment of every camera with its pipeline state, in catalogue order (tests and tools).
+    pub fn all_cameras(&self) -> Result<Vec<Tracked>> {
+        let conn = self.conn();
+        let mut st = conn
+            .prepare(&format!("SELECT {COLUMNS}, published_at_ms IS NOT NULL, pipeline_error FROM segments ORDER BY id"))
+            .map_err(Error::from_sql)?;
+        st.query_map([], |r| {
+            Ok(Tracked {
+                segment: row_to_segment(r)?,
+                published: r.get(11)?,
+                set_aside: r.get(12)?,
+            })
+        })
+        .map_err(Error::from_sql)?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(Error::from_sql)
     }
 
     /// Every segment of a camera, oldest first (tests and tools; playlists use windows).

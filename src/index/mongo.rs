@@ -130,6 +130,10 @@ impl Index for Mongo {
                 Scope::Device(d) => ("device_id", d),
                 Scope::Factory(f) => ("factory_id", f),
             };
+            // Years 1..=9999: what every server (and every driver's date type) can represent.
+            const MIN_MS: i64 = -62_135_596_800_000;
+            const MAX_MS: i64 = 253_402_300_799_999;
+            let (from_ms, to_ms) = (from_ms.clamp(MIN_MS, MAX_MS), to_ms.clamp(MIN_MS, MAX_MS));
             let filter = doc! {
                 field: key,
                 "start": { "$gte": DateTime::from_millis(from_ms), "$lt": DateTime::from_millis(to_ms) },

@@ -77,6 +77,12 @@ pub fn demultibase(s: &str) -> Vec<u8> {
     STANDARD.decode(s).unwrap_or_else(|_| s.as_bytes().to_vec())
 }
 
+/// js-ipfs refuses multipart parts without a Content-Type ("No content-type in multipart part"); Kubo does not care.
+fn octet(part: Part) -> Part {
+    part.mime_str("application/octet-stream")
+        .expect("a valid mime type")
+}
+
 fn u64_of(v: &Value) -> Option<u64> {
     match v {
         Value::Number(n) => n.as_u64(),
@@ -191,7 +197,10 @@ impl Kubo {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
-        let form = Form::new().part("file", Part::stream_with_length(body, len).file_name(name));
+        let form = Form::new().part(
+            "file",
+            octet(Part::stream_with_length(body, len).file_name(name)),
+        );
         let v = self
             .json(
                 "add",
@@ -203,7 +212,7 @@ impl Kubo {
 
     /// Add bytes (same options as [`Kubo::add_file`]).
     pub async fn add_bytes(&self, name: &str, data: Vec<u8>) -> Result<Added> {
-        let form = Form::new().part("file", Part::bytes(data).file_name(name.to_string()));
+        let form = Form::new().part("file", octet(Part::bytes(data).file_name(name.to_string())));
         let v = self
             .json(
                 "add",
@@ -311,7 +320,7 @@ impl Kubo {
     /// Publish `data` on `topic`. js-ipfs answers 500 "InsufficientPeers" when nobody subscribes; that is an
     /// error here too (the caller decides whether it matters).
     pub async fn pubsub_pub(&self, topic: &str, data: &[u8]) -> Result<()> {
-        let form = Form::new().part("file", Part::bytes(data.to_vec()).file_name("data"));
+        let form = Form::new().part("file", octet(Part::bytes(data.to_vec()).file_name("data")));
         let rb = self
             .post("pubsub/pub")
             .query(&[("arg", multibase(topic.as_bytes()))])

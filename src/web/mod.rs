@@ -81,6 +81,21 @@ async fn healthz(state: web::Data<State>) -> HttpResponse {
     })
 }
 
+/// How many segments wait at each distribution stage (and how many were set aside).
+#[get("/api/pipeline")]
+async fn pipeline(state: web::Data<State>) -> HttpResponse {
+    let catalog = state.catalog.clone();
+    match blocking(move || catalog.backlog()).await {
+        Ok(b) => HttpResponse::Ok()
+            .insert_header((CACHE_CONTROL, "no-cache"))
+            .json(serde_json::json!({
+                "backlog": { "pin": b.pin, "index": b.index, "publish": b.publish },
+                "set_aside": b.failed,
+            })),
+        Err(r) => r,
+    }
+}
+
 #[get("/api/cameras")]
 async fn cameras(state: web::Data<State>) -> HttpResponse {
     HttpResponse::Ok().json(state.cameras.values().collect::<Vec<_>>())
@@ -319,6 +334,7 @@ fn start(
             .app_data(state.clone())
             .service(healthz)
             .service(cameras)
+            .service(pipeline)
             .service(live)
             .service(day)
             .service(vod)

@@ -6,6 +6,9 @@
 
 #![allow(dead_code)]
 
+pub mod bed;
+pub mod cluster;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,540 @@
+//! The distribution pipeline on real parts: ffmpeg + the camera simulator record, js-ipfs stores and pins,
+//! SecantusDB (MongoDB wire protocol) indexes, and a SECOND js-ipfs node receives the pubsub announcements and
+//! can fetch every segment — exactly once, through IPFS and MongoDB outages and a SIGKILLed vigil.
+
+mod support;
+
+use std::collections::{BTreeSet, HashSet};
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use futures_util::{StreamExt, TryStreamExt};
+use mongodb::bson::{Bson, Document, doc};
+use nix::sys::signal::Signal;
+use support::bed::Bed;
+use support::*;
+use vigil::index::{Index, Scope};
+use vigil::ipfs::kubo::Kubo;
+use vigil::pipeline::announce::Announcement;
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn kubo(api: &str) -> Kubo {
+    Kubo::new(api, None, Duration::from_secs(20)).unwrap()
+}
+
+/// Announcements received on `api`'s node, collected by a background thread.
+fn subscribe(api: &str, topic: &str) -> mpsc::Receiver<Announcement> {
+    let (tx, rx) = mpsc::channel();
+    let (api, topic) = (api.to_string(), topic.to_string());
+    std::thread::spawn(move || {
+        rt().block_on(async move {
+            let mut sub = kubo(&api).pubsub_sub(&topic).await.expect("subscribe");
+            while let Some(Ok(m)) = sub.next().await {
+                match Announcement::parse(&m.data) {
+                    Ok(a) => {
+                        if tx.send(a).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => panic!("a malformed announcement on the topic: {e}"),
+                }
+            }
+        })
+    });
+    std::thread::sleep(Duration::from_secs(3)); // a new subscription takes 1–3 s to reach the other node
+    rx
+}
+
+fn start(dir: &Path, cam: &Camera, cameras: usize, bed: &Bed, mongo: bool, extra: &str) -> Vigil {
+    let cams: Vec<(String, String)> = (1..=cameras)
+        .map(|n| (format!("cam{n}"), cam.url(n)))
+        .collect();
+    let cams: Vec<(&str, String)> = cams.iter().map(|(a, b)| (a.as_str(), b.clone())).collect();
+    let mut top = format!(
+        "[ipfs]\napi = \"{}\"\ntopic = \"vigil-test\"\ntimeout_seconds = 10\n",
+        bed.ipfs_a
+    );
+    if mongo {
+        top += &format!(
+            "[index]\nmongodb_uri = \"{}\"\ndatabase = \"vigil\"\n",
+            bed.mongo
+        );
+    }
+    top += extra;
+    let path = dir.join("vigil.toml");
+    std::fs::write(&path, config(&dir.join("data"), &cams, &top)).unwrap();
+    Vigil::start(&path)
+}
+
+fn mongo_docs(uri: &str) -> Vec<Document> {
+    rt().block_on(async {
+        let client = mongodb::Client::with_uri_str(uri).await.unwrap();
+        let c = client.database("vigil").collection::<Document>("segments");
+        c.find(doc! {}).await.unwrap().try_collect().await.unwrap()
+    })
+}
+
+fn published(data: &Path) -> usize {
+    catalog(data)
+        .all_cameras()
+        .unwrap()
+        .iter()
+        .filter(|s| s.published)
+        .count()
+}
+
+fn backlog(v: &Vigil) -> serde_json::Value {
+    serde_json::from_slice(&v.get("/api/pipeline").body).unwrap()
+}
+
+fn ts_files(data: &Path) -> usize {
+    walk(data)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "ts"))
+        .count()
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn every_segment_is_added_pinned_indexed_and_announced_to_a_second_node() {
+    let bed = Bed::start(&["ipfs-a", "ipfs-b", "mongo"]);
+    let announcements = subscribe(&bed.ipfs_b, "vigil-test");
+    let cam = Camera::start(2);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut vigil = start(dir.path(), &cam, 2, &bed, true, "");
+    wait_until("6 segments published", Duration::from_secs(60), || {
+        published(&data) >= 6
+    });
+    vigil.stop();
+
+    let rows: Vec<_> = catalog(&data)
+        .all_cameras()
+        .unwrap()
+        .into_iter()
+        .filter(|s| s.published)
+        .collect();
+    let a = kubo(&bed.ipfs_a);
+    let b = kubo(&bed.ipfs_b);
+    rt().block_on(async {
+        for s in &rows {
+            let cid = s.segment.cid.as_deref().unwrap();
+            assert!(
+                cid.starts_with("bafk") || cid.starts_with("bafy"),
+                "CIDv1 base32: {cid}"
+            );
+            let file = std::fs::read(data.join(&s.segment.path)).unwrap();
+            assert_eq!(
+                a.cat_bytes(cid).await.unwrap(),
+                file,
+                "{cid} cats back byte-identical"
+            );
+            assert!(a.pin_ls(cid).await.unwrap(), "{cid} is pinned");
+            assert_eq!(
+                b.cat_bytes(cid).await.unwrap(),
+                file,
+                "{cid} is fetched by the second node too"
+            );
+        }
+    });
+
+    // Index documents: every field, with the right types.
+    let docs = mongo_docs(&bed.mongo);
+    assert_eq!(docs.len(), rows.len());
+    for d in &docs {
+        let id = d.get_str("_id").unwrap();
+        let s = &rows
+            .iter()
+            .find(|r| {
+                format!(
+                    "{}/{}/{}",
+                    r.segment.camera, r.segment.session, r.segment.seq
+                ) == id
+            })
+            .expect("doc of a segment")
+            .segment;
+        assert_eq!(d.get_str("filename").unwrap(), s.path);
+        assert_eq!(d.get_str("cid").unwrap(), s.cid.as_deref().unwrap());
+        assert_eq!(d.get_str("factory_id").unwrap(), "factory-a");
+        assert_eq!(d.get_str("device_id").unwrap(), s.camera);
+        assert_eq!(d.get_str("session").unwrap(), s.session);
+        assert_eq!(d.get_i64("seq").unwrap(), s.seq);
+        assert!(
+            matches!(d.get("start"), Some(Bson::DateTime(t)) if t.timestamp_millis() == s.start_ms)
+        );
+        assert!(
+            matches!(d.get("end"), Some(Bson::DateTime(t)) if t.timestamp_millis() == s.start_ms + s.duration_ms)
+        );
+        assert_eq!(d.get_i64("duration_ms").unwrap(), s.duration_ms);
+        assert_eq!(d.get_i64("bytes").unwrap(), s.bytes);
+        assert_eq!(d.get_bool("first_in_session").unwrap(), s.first_in_session);
+        assert_eq!(d.get_str("node_id").unwrap(), "test");
+    }
+
+    // The second node received the announcements, each with the camera's previous CID.
+    let got: Vec<Announcement> = announcements.try_iter().collect();
+    for s in &rows {
+        let cid = s.segment.cid.as_deref().unwrap();
+        let a = got.iter().find(|a| a.cid == cid).unwrap_or_else(|| {
+            panic!(
+                "no announcement of {cid} on node B ({} received)",
+                got.len()
+            )
+        });
+        assert_eq!(
+            (a.device_id.as_str(), a.seq, a.v),
+            (s.segment.camera.as_str(), s.segment.seq, 1)
+        );
+        let prev = catalog(&data).prev_cid(&s.segment).unwrap();
+        assert_eq!(a.prev_cid, prev);
+    }
+
+    // Range queries return exactly that device's (or factory's) segments in that range, in order.
+    let cam1: Vec<_> = rows
+        .iter()
+        .filter(|s| s.segment.camera == "cam1")
+        .map(|s| &s.segment)
+        .collect();
+    assert!(cam1.len() >= 2);
+    let (from, to) = (cam1[1].start_ms, cam1.last().unwrap().start_ms + 1);
+    let want: Vec<String> = cam1
+        .iter()
+        .filter(|s| s.start_ms >= from && s.start_ms < to)
+        .map(|s| format!("cam1/{}/{}", s.session, s.seq))
+        .collect();
+    rt().block_on(async {
+        let index =
+            vigil::index::mongo::Mongo::connect(&bed.mongo, "vigil", Duration::from_secs(5))
+                .await
+                .unwrap();
+        let got = index
+            .range(&Scope::Device("cam1".into()), from, to)
+            .await
+            .unwrap();
+        assert_eq!(got.iter().map(|d| d.id.clone()).collect::<Vec<_>>(), want);
+        let factory = index
+            .range(&Scope::Factory("factory-a".into()), 0, i64::MAX)
+            .await
+            .unwrap();
+        assert_eq!(factory.len(), docs.len());
+        assert!(
+            factory.windows(2).all(|w| w[0].start_ms <= w[1].start_ms),
+            "in time order"
+        );
+        assert!(
+            index
+                .range(&Scope::Factory("other".into()), 0, i64::MAX)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    });
+}
+
+/// Segments ffmpeg finished while vigil stopped are catalogued on the way out (or by the watcher's rescan at the
+/// next start) and distributed at the next start: run vigil once more, its cameras pointed at a dead port so
+/// nothing new is recorded, until the pipeline has drained.
+fn drain(dir: &Path) {
+    let path = dir.join("vigil.toml");
+    let dead = format!("rtsp://127.0.0.1:{}/", free_port());
+    let text: String = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            if l.starts_with("url = ") {
+                format!("url = \"{dead}\"")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let drained = dir.join("drain.toml");
+    std::fs::write(&drained, text).unwrap();
+    let mut v = Vigil::start(&drained);
+    // Let the watchers' start-up rescans run before judging the backlog.
+    std::thread::sleep(Duration::from_secs(2));
+    wait_until(
+        "the pipeline drained after a restart",
+        Duration::from_secs(60),
+        || {
+            let b = backlog(&v);
+            b["backlog"]["pin"] == 0 && b["backlog"]["index"] == 0 && b["backlog"]["publish"] == 0
+        },
+    );
+    v.stop();
+}
+
+/// count of index documents == count of distinct segments == count of segment files, and all published.
+fn assert_exactly_once(dir: &Path, bed: &Bed) {
+    drain(dir);
+    let data = &dir.join("data");
+    let rows = catalog(data).all_cameras().unwrap();
+    let docs = mongo_docs(&bed.mongo);
+    let ids: HashSet<&str> = docs.iter().map(|d| d.get_str("_id").unwrap()).collect();
+    let distinct: BTreeSet<String> = rows
+        .iter()
+        .map(|r| {
+            format!(
+                "{}/{}/{}",
+                r.segment.camera, r.segment.session, r.segment.seq
+            )
+        })
+        .collect();
+    assert_eq!(ids.len(), docs.len(), "no duplicate documents");
+    assert_eq!(docs.len(), distinct.len(), "one document per segment");
+    let paths: HashSet<String> = rows.iter().map(|r| r.segment.path.clone()).collect();
+    let missing: Vec<_> = walk(data)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "ts"))
+        .filter(|p| !paths.contains(&p.strip_prefix(data).unwrap().display().to_string()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "segment files never catalogued: {missing:?}"
+    );
+    assert_eq!(distinct.len(), ts_files(data), "one segment per file");
+    assert!(rows.iter().all(|r| r.published), "every segment published");
+}
+
+#[test]
+fn an_ipfs_outage_pauses_the_pipeline_not_capture_and_the_backlog_drains() {
+    let bed = Bed::start(&["ipfs-a", "mongo"]);
+    let cam = Camera::start(1);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut vigil = start(dir.path(), &cam, 1, &bed, true, "");
+    wait_until("2 segments published", Duration::from_secs(60), || {
+        published(&data) >= 2
+    });
+
+    bed.down(&["ipfs-a"]);
+    let at_outage = catalog(&data).count(None).unwrap();
+    wait_until(
+        "the backlog grows and shows",
+        Duration::from_secs(30),
+        || backlog(&vigil)["backlog"]["pin"].as_u64().unwrap_or(0) >= 4,
+    );
+    assert!(
+        catalog(&data).count(None).unwrap() >= at_outage + 4,
+        "capture went on during the outage"
+    );
+    assert_eq!(
+        sessions(&data, "cam1").len(),
+        1,
+        "the camera was never restarted"
+    );
+    assert!(vigil.log().contains("IPFS API is down"), "{}", vigil.log());
+
+    bed.up(&["ipfs-a"]);
+    let t = wait_until("the backlog drained", Duration::from_secs(60), || {
+        let b = backlog(&vigil);
+        b["backlog"]["pin"] == 0 && b["backlog"]["index"] == 0 && b["backlog"]["publish"] == 0
+    });
+    figure(
+        "pipeline",
+        &format!("IPFS back → backlog drained in {:.1} s", t.as_secs_f64()),
+    );
+    vigil.stop();
+    assert_exactly_once(dir.path(), &bed);
+}
+
+#[test]
+fn a_mongodb_outage_pauses_indexing_and_the_backlog_drains() {
+    let bed = Bed::start(&["ipfs-a", "mongo"]);
+    let cam = Camera::start(1);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut vigil = start(dir.path(), &cam, 1, &bed, true, "");
+    wait_until("2 segments published", Duration::from_secs(60), || {
+        published(&data) >= 2
+    });
+    bed.down(&["mongo"]);
+    wait_until("the index backlog grows", Duration::from_secs(40), || {
+        backlog(&vigil)["backlog"]["index"].as_u64().unwrap_or(0) >= 3
+    });
+    assert_eq!(
+        sessions(&data, "cam1").len(),
+        1,
+        "the camera was never restarted"
+    );
+    bed.up(&["mongo"]);
+    wait_until("the backlog drained", Duration::from_secs(60), || {
+        let b = backlog(&vigil);
+        b["backlog"]["index"] == 0 && b["backlog"]["publish"] == 0 && b["backlog"]["pin"] == 0
+    });
+    vigil.stop();
+    assert_exactly_once(dir.path(), &bed);
+}
+
+#[test]
+fn a_sigkilled_vigil_redoes_unfinished_steps_exactly_once() {
+    let bed = Bed::start(&["ipfs-a", "mongo"]);
+    let cam = Camera::start(1);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut vigil = start(dir.path(), &cam, 1, &bed, true, "");
+    wait_until("2 segments published", Duration::from_secs(60), || {
+        published(&data) >= 2
+    });
+    // Build a backlog, then kill vigil while the stages work through it.
+    bed.down(&["ipfs-a"]);
+    wait_until("a backlog", Duration::from_secs(30), || {
+        backlog(&vigil)["backlog"]["pin"].as_u64().unwrap_or(0) >= 3
+    });
+    bed.up(&["ipfs-a"]);
+    wait_until("the stages are working", Duration::from_secs(30), || {
+        backlog(&vigil)["backlog"]["pin"].as_u64().unwrap_or(9) < 3
+    });
+    vigil.signal(Signal::SIGKILL);
+    vigil.wait_exit(Duration::from_secs(5));
+
+    let mut vigil = start(dir.path(), &cam, 1, &bed, true, "");
+    wait_until(
+        "the backlog drained after the restart",
+        Duration::from_secs(60),
+        || {
+            let b = backlog(&vigil);
+            b["backlog"]["pin"] == 0 && b["backlog"]["index"] == 0 && b["backlog"]["publish"] == 0
+        },
+    );
+    vigil.stop();
+    assert_exactly_once(dir.path(), &bed);
+}
+
+#[test]
+fn with_a_cluster_configured_segments_are_pinned_through_its_rest_api() {
+    let bed = Bed::start(&["ipfs-a"]);
+    let cluster = support::cluster::FakeCluster::start(&bed.ipfs_a, Some("vigil:secret"));
+    let cam = Camera::start(1);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let extra = format!(
+        "[ipfs.cluster]\napi = \"{}\"\nreplication_min = 2\nreplication_max = 3\nbasic_auth = \"vigil:secret\"\n",
+        cluster.url
+    );
+    let mut vigil = start(dir.path(), &cam, 1, &bed, false, &extra);
+    wait_until("3 segments published", Duration::from_secs(60), || {
+        published(&data) >= 3
+    });
+    vigil.stop();
+    let rows: Vec<_> = catalog(&data)
+        .all_cameras()
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.published)
+        .collect();
+    let requests = cluster.requests.lock().unwrap().clone();
+    let client = vigil::ipfs::cluster::Cluster::new(
+        &cluster.url,
+        Some(vigil::ipfs::kubo::Auth::Basic {
+            user: "vigil".into(),
+            password: "secret".into(),
+        }),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    rt().block_on(async {
+        for r in &rows {
+            let cid = r.segment.cid.as_deref().unwrap();
+            let req = requests
+                .iter()
+                .find(|q| q.cid == cid)
+                .unwrap_or_else(|| panic!("{cid} was not pinned through the cluster"));
+            assert_eq!(
+                (req.min, req.max, req.name.as_str()),
+                (2, 3, r.segment.path.as_str())
+            );
+            let status = client.status(cid).await.unwrap();
+            assert_eq!(status.pinned_on(), 1, "{status:?}");
+            assert!(status.errors().is_empty());
+            assert!(
+                kubo(&bed.ipfs_a).pin_ls(cid).await.unwrap(),
+                "the cluster's IPFS peer holds {cid}"
+            );
+        }
+        // Wrong credentials are a clear, typed error — and transient: segments wait for the operator's fix.
+        let wrong =
+            vigil::ipfs::cluster::Cluster::new(&cluster.url, None, Duration::from_secs(5)).unwrap();
+        let e = wrong
+            .pin(rows[0].segment.cid.as_deref().unwrap(), "x", 1, 1)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                vigil::Error::Cluster {
+                    status: Some(401),
+                    ..
+                }
+            ) && e.is_transient(),
+            "{e}"
+        );
+        let e = client.status("not-a-cid").await.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                vigil::Error::Cluster {
+                    status: Some(400),
+                    ..
+                }
+            ) && !e.is_transient(),
+            "{e}"
+        );
+    });
+}
+
+fn percentile(sorted: &[i64], p: f64) -> i64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Latency from "segment catalogued" to "announcement published", with IPFS and MongoDB in the loop.
+#[test]
+fn per_segment_latency_for_one_and_eight_cameras() {
+    let bed = Bed::start(&["ipfs-a", "mongo"]);
+    for cameras in [1usize, 8] {
+        let cam = Camera::start(cameras);
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let mut vigil = start(dir.path(), &cam, cameras, &bed, true, "");
+        let want = 8 * cameras;
+        wait_until(
+            &format!("{want} segments published"),
+            Duration::from_secs(120),
+            || published(&data) >= want,
+        );
+        vigil.stop();
+        let mut lat = catalog(&data).publish_latencies_ms().unwrap();
+        lat.sort();
+        assert!(lat.len() >= want);
+        figure(
+            "pipeline",
+            &format!(
+                "segment ready → published, {cameras} camera(s), {} segments: p50 {} ms, p99 {} ms, max {} ms",
+                lat.len(),
+                percentile(&lat, 0.5),
+                percentile(&lat, 0.99),
+                lat.last().unwrap()
+            ),
+        );
+    }
+}
