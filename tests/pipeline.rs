@@ -345,14 +345,20 @@ fn an_ipfs_outage_pauses_the_pipeline_not_capture_and_the_backlog_drains() {
     );
     assert!(vigil.log().contains("IPFS API is down"), "{}", vigil.log());
 
+    let restart = std::time::Instant::now();
     bed.up(&["ipfs-a"]);
+    let node_up = restart.elapsed();
     let t = wait_until("the backlog drained", Duration::from_secs(60), || {
         let b = backlog(&vigil);
         b["backlog"]["pin"] == 0 && b["backlog"]["index"] == 0 && b["backlog"]["publish"] == 0
     });
     figure(
         "pipeline",
-        &format!("IPFS back → backlog drained in {:.1} s", t.as_secs_f64()),
+        &format!(
+            "IPFS outage: node restarted in {:.1} s, then the backlog drained {:.1} s later",
+            node_up.as_secs_f64(),
+            t.as_secs_f64()
+        ),
     );
     vigil.stop();
     assert_exactly_once(dir.path(), &bed);
@@ -537,4 +543,161 @@ fn per_segment_latency_for_one_and_eight_cameras() {
             ),
         );
     }
+}
+
+#[test]
+fn the_kubo_client_speaks_the_rpc_api_and_maps_its_errors() {
+    let bed = Bed::start(&["ipfs-a", "ipfs-b"]);
+    let (a, b) = (kubo(&bed.ipfs_a), kubo(&bed.ipfs_b));
+    let topic = "vigil-client-test";
+    let messages = {
+        let (tx, rx) = mpsc::channel();
+        let api = bed.ipfs_b.clone();
+        std::thread::spawn(move || {
+            rt().block_on(async move {
+                let mut sub = kubo(&api).pubsub_sub(topic).await.expect("subscribe");
+                while let Some(m) = sub.next().await {
+                    if tx.send(m.expect("a message")).is_err() {
+                        return;
+                    }
+                }
+            })
+        });
+        rx
+    };
+    std::thread::sleep(Duration::from_secs(3));
+    rt().block_on(async {
+        let ida = a.id().await.unwrap();
+        let idb = b.id().await.unwrap();
+        assert!(
+            ida.id.starts_with("12D3KooW") && !ida.addresses.is_empty(),
+            "{ida:?}"
+        );
+        assert!(!a.version().await.unwrap().is_empty());
+        // B is connected to A; connecting again is fine.
+        assert!(b.swarm_peers().await.unwrap().contains(&ida.id));
+        b.swarm_connect(&ida.addresses[0]).await.unwrap();
+        assert!(a.swarm_peers().await.unwrap().contains(&idb.id));
+        // add / pin / cat, content read back on the other node.
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let added = a.add_bytes("blob.bin", data.clone()).await.unwrap();
+        assert!(added.cid.starts_with("bafy"), "{added:?}"); // > 256 KiB: a dag-pb root over raw leaves
+        assert!(added.size >= data.len() as u64);
+        assert!(
+            !a.pin_ls(&added.cid).await.unwrap(),
+            "added without pinning"
+        );
+        a.pin_add(&added.cid).await.unwrap();
+        a.pin_add(&added.cid).await.unwrap(); // idempotent
+        assert!(a.pin_ls(&added.cid).await.unwrap());
+        assert_eq!(b.cat_bytes(&added.cid).await.unwrap(), data);
+        let streamed: Vec<u8> = a
+            .cat(&added.cid)
+            .await
+            .unwrap()
+            .try_fold(Vec::new(), |mut acc, chunk| async move {
+                acc.extend_from_slice(&chunk);
+                Ok(acc)
+            })
+            .await
+            .unwrap();
+        assert_eq!(streamed, data);
+        // pubsub: A publishes, B's subscription gets it, decoded.
+        a.pubsub_pub(topic, b"hello \xff bytes").await.unwrap();
+        // Errors: a bad CID is a typed, permanent API error; a dead API is transient.
+        let e = a.cat_bytes("not-a-cid").await.unwrap_err();
+        assert!(
+            matches!(e, vigil::Error::IpfsApi { status: 400, .. }) && !e.is_transient(),
+            "{e}"
+        );
+        let dead = kubo(&format!("http://127.0.0.1:{}", free_port()));
+        let e = dead.version().await.unwrap_err();
+        assert!(
+            matches!(e, vigil::Error::IpfsUnreachable { .. }) && e.is_transient(),
+            "{e}"
+        );
+        let e = a.pubsub_pub("nobody-listens-here", b"x").await.unwrap_err();
+        assert!(
+            e.to_string().contains("InsufficientPeers"),
+            "js-ipfs refuses a topic nobody subscribes to: {e}"
+        );
+    });
+    let m = messages
+        .recv_timeout(Duration::from_secs(10))
+        .expect("B received the message");
+    assert_eq!(m.data, b"hello \xff bytes");
+    assert_eq!(m.topics, [topic]);
+}
+
+#[test]
+fn ipfs_link_owns_and_restarts_a_configured_daemon() {
+    // Initialise node A's repo through the test bed, stop it, and let vigil run it as its own daemon.
+    let bed = Bed::start(&["ipfs-a"]);
+    bed.down(&["ipfs-a"]);
+    let repo = bed.state_dir().join("ipfs-a");
+    let modules = {
+        let out = std::process::Command::new("bash")
+            .arg(repo_root().join("testbed/npm-cache.sh"))
+            .arg("ipfs")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::path::PathBuf::from(
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .last()
+                .unwrap()
+                .trim(),
+        )
+    };
+    let daemon = format!(
+        "daemon = [\"env\", \"IPFS_PATH={}\", \"NO_UPDATE_NOTIFIER=1\", \"node\", \"{}\", \"daemon\", \"--enable-preload=false\"]\n",
+        repo.display(),
+        modules.join("ipfs/src/cli.js").display()
+    );
+    let cam = Camera::start(1);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // Without [index], start() writes `extra` right after the [ipfs] keys: `daemon` belongs to [ipfs].
+    let mut vigil = start(dir.path(), &cam, 1, &bed, false, &daemon);
+    vigil.expect_line("IPFS daemon started", Duration::from_secs(10));
+    wait_until(
+        "segments published through vigil's own daemon",
+        Duration::from_secs(60),
+        || published(&data) >= 2,
+    );
+    // The daemon dies: IpfsLink ends, the supervisor restarts it, the daemon comes back, the pipeline resumes.
+    let runs_repo = |pid: i32| {
+        std::fs::read(format!("/proc/{pid}/environ"))
+            .map(|e| String::from_utf8_lossy(&e).contains(&format!("IPFS_PATH={}", repo.display())))
+            .unwrap_or(false)
+    };
+    let daemon_pid = procs()
+        .into_iter()
+        .find(|p| runs_repo(p.pid) && p.state != 'Z')
+        .map(|p| p.pid)
+        .expect("the daemon process");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(daemon_pid), Signal::SIGTERM).unwrap();
+    vigil.expect_line("IPFS daemon exited", Duration::from_secs(15));
+    let before = published(&data);
+    wait_until(
+        "the pipeline resumed on the restarted daemon",
+        Duration::from_secs(60),
+        || published(&data) >= before + 2,
+    );
+    assert!(
+        vigil.log().matches("IPFS daemon started").count() >= 2,
+        "{}",
+        vigil.log()
+    );
+    vigil.stop();
+    wait_until(
+        "the daemon stopped with vigil",
+        Duration::from_secs(10),
+        || !procs().iter().any(|p| runs_repo(p.pid) && p.state != 'Z'),
+    );
 }

@@ -21,6 +21,10 @@ use nix::unistd::Pid;
 
 pub const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");
 
+pub fn repo_root() -> PathBuf {
+    repo()
+}
+
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
