@@ -204,6 +204,27 @@ mod tests {
             std::path::Path::new("t.toml"),
         )
         .unwrap();
+        let with_ipfs = Config::parse(
+            "node_id = \"n1\"\ndata_dir = \"/d\"\n[ipfs]\napi = \"http://127.0.0.1:5001\"\n[index]\nmongodb_uri = \"mongodb://127.0.0.1:27017\"\n",
+            std::path::Path::new("t.toml"),
+        )
+        .unwrap();
+        let pipeline = root(&with_ipfs, Arc::new(Catalog::in_memory().unwrap()))
+            .unwrap()
+            .render_tree();
+        let services: Vec<&str> = pipeline.lines().skip(2).take(5).collect();
+        assert!(services[0].starts_with("│   ├── ipfs_link  [worker, permanent]: health of the IPFS API at http://127.0.0.1:5001"), "{pipeline}");
+        assert!(
+            services[1].starts_with("│   ├── pinner  [worker, permanent]: add to IPFS"),
+            "{pipeline}"
+        );
+        assert!(
+            services[2]
+                .starts_with("│   ├── indexer  [worker, permanent]: index documents in MongoDB"),
+            "{pipeline}"
+        );
+        assert!(services[3].starts_with("│   ├── publisher  [worker, permanent]: announce on pubsub topic \"vigil-segments\""), "{pipeline}");
+        assert!(services[4].starts_with("│   └── web"), "{pipeline}");
         let text = root(&with_cams, Arc::new(Catalog::in_memory().unwrap()))
             .unwrap()
             .render_tree();

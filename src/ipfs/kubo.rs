@@ -444,6 +444,22 @@ mod tests {
     }
 
     #[test]
+    fn add_answers_from_kubo_and_js_ipfs_both_parse() {
+        let kubo: Value =
+            serde_json::from_str(r#"{"Name":"a","Hash":"bafkrei1","Size":"1234"}"#).unwrap();
+        let js: Value =
+            serde_json::from_str(r#"{"Name":"a","Hash":"bafkrei1","Size":1234,"Mode":"0644"}"#)
+                .unwrap();
+        let want = Added {
+            cid: "bafkrei1".into(),
+            size: 1234,
+        };
+        assert_eq!(Kubo::added(&kubo).unwrap(), want);
+        assert_eq!(Kubo::added(&js).unwrap(), want);
+        assert!(Kubo::added(&serde_json::json!({"Name": "a"})).is_err());
+    }
+
+    #[test]
     fn pubsub_lines_parse_with_or_without_data() {
         assert_eq!(parse_message(b"{}\n"), None);
         let m = parse_message(
