@@ -94,6 +94,24 @@ fn backlog(v: &Vigil) -> serde_json::Value {
     serde_json::from_slice(&v.get("/api/pipeline").body).unwrap()
 }
 
+fn drained(v: &Vigil) -> bool {
+    let b = backlog(v);
+    b["backlog"]["pin"] == 0 && b["backlog"]["index"] == 0 && b["backlog"]["publish"] == 0
+}
+
+/// A private bed with `services`, one camera, and a vigil that has published its first 2 segments.
+fn recording(services: &[&str], mongo: bool) -> (Bed, Camera, tempfile::TempDir, Vigil) {
+    let bed = Bed::start(services);
+    let cam = Camera::start(1);
+    let dir = tempfile::tempdir().unwrap();
+    let vigil = start(dir.path(), &cam, 1, &bed, mongo, "");
+    let data = dir.path().join("data");
+    wait_until("2 segments published", Duration::from_secs(60), || {
+        published(&data) >= 2
+    });
+    (bed, cam, dir, vigil)
+}
+
 fn ts_files(data: &Path) -> usize {
     walk(data)
         .into_iter()
@@ -318,14 +336,8 @@ fn assert_exactly_once(dir: &Path, bed: &Bed) {
 
 #[test]
 fn an_ipfs_outage_pauses_the_pipeline_not_capture_and_the_backlog_drains() {
-    let bed = Bed::start(&["ipfs-a", "mongo"]);
-    let cam = Camera::start(1);
-    let dir = tempfile::tempdir().unwrap();
+    let (bed, _cam, dir, mut vigil) = recording(&["ipfs-a", "mongo"], true);
     let data = dir.path().join("data");
-    let mut vigil = start(dir.path(), &cam, 1, &bed, true, "");
-    wait_until("2 segments published", Duration::from_secs(60), || {
-        published(&data) >= 2
-    });
 
     bed.down(&["ipfs-a"]);
     let at_outage = catalog(&data).count(None).unwrap();
@@ -349,8 +361,7 @@ fn an_ipfs_outage_pauses_the_pipeline_not_capture_and_the_backlog_drains() {
     bed.up(&["ipfs-a"]);
     let node_up = restart.elapsed();
     let t = wait_until("the backlog drained", Duration::from_secs(60), || {
-        let b = backlog(&vigil);
-        b["backlog"]["pin"] == 0 && b["backlog"]["index"] == 0 && b["backlog"]["publish"] == 0
+        drained(&vigil)
     });
     figure(
         "pipeline",
@@ -366,14 +377,8 @@ fn an_ipfs_outage_pauses_the_pipeline_not_capture_and_the_backlog_drains() {
 
 #[test]
 fn a_mongodb_outage_pauses_indexing_and_the_backlog_drains() {
-    let bed = Bed::start(&["ipfs-a", "mongo"]);
-    let cam = Camera::start(1);
-    let dir = tempfile::tempdir().unwrap();
+    let (bed, _cam, dir, mut vigil) = recording(&["ipfs-a", "mongo"], true);
     let data = dir.path().join("data");
-    let mut vigil = start(dir.path(), &cam, 1, &bed, true, "");
-    wait_until("2 segments published", Duration::from_secs(60), || {
-        published(&data) >= 2
-    });
     bed.down(&["mongo"]);
     wait_until("the index backlog grows", Duration::from_secs(40), || {
         backlog(&vigil)["backlog"]["index"].as_u64().unwrap_or(0) >= 3
@@ -385,8 +390,7 @@ fn a_mongodb_outage_pauses_indexing_and_the_backlog_drains() {
     );
     bed.up(&["mongo"]);
     wait_until("the backlog drained", Duration::from_secs(60), || {
-        let b = backlog(&vigil);
-        b["backlog"]["index"] == 0 && b["backlog"]["publish"] == 0 && b["backlog"]["pin"] == 0
+        drained(&vigil)
     });
     vigil.stop();
     assert_exactly_once(dir.path(), &bed);
@@ -394,14 +398,7 @@ fn a_mongodb_outage_pauses_indexing_and_the_backlog_drains() {
 
 #[test]
 fn a_sigkilled_vigil_redoes_unfinished_steps_exactly_once() {
-    let bed = Bed::start(&["ipfs-a", "mongo"]);
-    let cam = Camera::start(1);
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let mut vigil = start(dir.path(), &cam, 1, &bed, true, "");
-    wait_until("2 segments published", Duration::from_secs(60), || {
-        published(&data) >= 2
-    });
+    let (bed, cam, dir, mut vigil) = recording(&["ipfs-a", "mongo"], true);
     // Build a backlog, then kill vigil while the stages work through it.
     bed.down(&["ipfs-a"]);
     wait_until("a backlog", Duration::from_secs(30), || {

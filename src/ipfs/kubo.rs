@@ -197,22 +197,18 @@ impl Kubo {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
-        let form = Form::new().part(
-            "file",
-            octet(Part::stream_with_length(body, len).file_name(name)),
-        );
-        let v = self
-            .json(
-                "add",
-                self.post("add").query(&Self::ADD_QUERY).multipart(form),
-            )
-            .await?;
-        Self::added(&v)
+        self.add(Part::stream_with_length(body, len).file_name(name))
+            .await
     }
 
     /// Add bytes (same options as [`Kubo::add_file`]).
     pub async fn add_bytes(&self, name: &str, data: Vec<u8>) -> Result<Added> {
-        let form = Form::new().part("file", octet(Part::bytes(data).file_name(name.to_string())));
+        self.add(Part::bytes(data).file_name(name.to_string()))
+            .await
+    }
+
+    async fn add(&self, file: Part) -> Result<Added> {
+        let form = Form::new().part("file", octet(file));
         let v = self
             .json(
                 "add",
