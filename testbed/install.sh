@@ -16,7 +16,7 @@
 set -euo pipefail
 
 export DEBIAN_FRONTEND=noninteractive
-ALL_COMPONENTS=(ffmpeg camera ipfs mongo)
+ALL_COMPONENTS=(ffmpeg camera ipfs mongo nginx)
 
 log() { printf '[install] %s\n' "$*" >&2; }
 die() { printf '[install] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -113,6 +113,18 @@ install_ipfs() {
 
 # SecantusDB in its own venv, built in place (venvs are not relocatable) and marked complete only after
 # the server and pymongo import; an incomplete folder (interrupted install) is removed and rebuilt.
+# nginx: a real reverse proxy with basic auth / a bearer check in front of an IPFS API (tests of the Kubo
+# client's auth), and later the load balancer. Only the binary is used: tests run private instances.
+install_nginx() {
+    apt_install nginx-light openssl
+    # The package starts a system-wide nginx on port 80 (all interfaces): not ours to keep running.
+    if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet nginx 2>/dev/null; then
+        $SUDO systemctl stop nginx || true
+        $SUDO systemctl disable nginx >/dev/null 2>&1 || true
+    fi
+    command -v nginx >/dev/null || die "nginx missing after apt-get install nginx-light"
+}
+
 install_mongo() {
     local dir=$CACHE_ROOT/secantusdb-$SECANTUS_VERSION py t0 lockfd
     # The venv's python links to the interpreter that made it: if that one went away, rebuild.

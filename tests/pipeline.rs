@@ -240,6 +240,19 @@ fn every_segment_is_added_pinned_indexed_and_announced_to_a_second_node() {
         .map(|s| format!("cam1/{}/{}", s.session, s.seq))
         .collect();
     rt().block_on(async {
+        let client = mongodb::Client::with_uri_str(&bed.mongo).await.unwrap();
+        let names = client
+            .database("vigil")
+            .collection::<Document>("segments")
+            .list_index_names()
+            .await
+            .unwrap();
+        for want in ["device_id_1_start_1", "factory_id_1_start_1"] {
+            assert!(
+                names.iter().any(|n| n == want),
+                "index {want} created at start: {names:?}"
+            );
+        }
         let index =
             vigil::index::mongo::Mongo::connect(&bed.mongo, "vigil", Duration::from_secs(5))
                 .await
@@ -697,4 +710,142 @@ fn ipfs_link_owns_and_restarts_a_configured_daemon() {
         Duration::from_secs(10),
         || !procs().iter().any(|p| runs_repo(p.pid) && p.state != 'Z'),
     );
+}
+
+/// A private nginx in front of an IPFS API: one port with basic auth, one with a bearer-token check.
+struct AuthProxy {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+    basic: String,
+    bearer: String,
+}
+
+impl AuthProxy {
+    fn start(upstream: &str) -> AuthProxy {
+        assert!(
+            Path::new("/usr/sbin/nginx").exists(),
+            "nginx is required: run testbed/install.sh nginx"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display().to_string();
+        let hash = std::process::Command::new("openssl")
+            .args(["passwd", "-apr1", "s3cret"])
+            .output()
+            .unwrap();
+        std::fs::write(
+            dir.path().join("htpasswd"),
+            format!("vigil:{}", String::from_utf8_lossy(&hash.stdout)),
+        )
+        .unwrap();
+        let (p1, p2) = (free_port(), free_port());
+        let upstream = upstream.trim_start_matches("http://");
+        let proxy = format!(
+            "client_max_body_size 0; proxy_buffering off; proxy_request_buffering off; proxy_read_timeout 1h; \
+             proxy_http_version 1.1; location / {{ proxy_pass http://{upstream}; }}"
+        );
+        let conf = format!(
+            "user root; worker_processes 1; daemon off; pid {d}/nginx.pid; error_log {d}/error.log;\n\
+             events {{}}\n\
+             http {{ access_log off; client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;\n\
+               fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
+               server {{ listen 127.0.0.1:{p1}; auth_basic \"ipfs\"; auth_basic_user_file {d}/htpasswd; {proxy} }}\n\
+               server {{ listen 127.0.0.1:{p2};\n\
+                 if ($http_authorization != \"Bearer t0ken\") {{ return 401; }}\n\
+                 {proxy} }}\n\
+             }}\n"
+        );
+        std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
+        let child = std::process::Command::new("/usr/sbin/nginx")
+            .args(["-p", &d, "-c", &format!("{d}/nginx.conf")])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_until("nginx listens", Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", p1)).is_ok()
+                && std::net::TcpStream::connect(("127.0.0.1", p2)).is_ok()
+        });
+        AuthProxy {
+            child,
+            _dir: dir,
+            basic: format!("http://127.0.0.1:{p1}"),
+            bearer: format!("http://127.0.0.1:{p2}"),
+        }
+    }
+}
+
+impl Drop for AuthProxy {
+    fn drop(&mut self) {
+        // nginx's master stops its workers on SIGQUIT/SIGTERM.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn an_ipfs_api_behind_a_proxy_is_reached_with_basic_or_bearer_auth() {
+    use vigil::ipfs::kubo::Auth;
+    let bed = Bed::start(&["ipfs-a"]);
+    let proxy = AuthProxy::start(&bed.ipfs_a);
+    let basic = |password: &str| {
+        Kubo::new(
+            &proxy.basic,
+            Some(Auth::Basic {
+                user: "vigil".into(),
+                password: password.into(),
+            }),
+            Duration::from_secs(10),
+        )
+        .unwrap()
+    };
+    let bearer = |token: Option<&str>| {
+        Kubo::new(
+            &proxy.bearer,
+            token.map(|t| Auth::Bearer(t.into())),
+            Duration::from_secs(10),
+        )
+        .unwrap()
+    };
+    rt().block_on(async {
+        let ok = basic("s3cret");
+        assert!(!ok.version().await.unwrap().is_empty());
+        let added = ok
+            .add_bytes("x.bin", b"through the proxy".to_vec())
+            .await
+            .unwrap();
+        assert_eq!(
+            ok.cat_bytes(&added.cid).await.unwrap(),
+            b"through the proxy"
+        );
+        let e = basic("wrong").version().await.unwrap_err();
+        assert!(
+            matches!(e, vigil::Error::IpfsApi { status: 401, .. }) && e.is_transient(),
+            "{e}"
+        );
+        assert!(!bearer(Some("t0ken")).version().await.unwrap().is_empty());
+        let e = bearer(None).version().await.unwrap_err();
+        assert!(
+            matches!(e, vigil::Error::IpfsApi { status: 401, .. }),
+            "{e}"
+        );
+    });
+    // The whole pipeline through the proxy, credentials from the config.
+    let cam = Camera::start(1);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let path = dir.path().join("vigil.toml");
+    let top = format!(
+        "[ipfs]\napi = \"{}\"\nbasic_auth = \"vigil:s3cret\"\ntopic = \"vigil-test\"\n",
+        proxy.basic
+    );
+    std::fs::write(&path, config(&data, &[("cam1", cam.url(1))], &top)).unwrap();
+    let mut vigil = Vigil::start(&path);
+    wait_until(
+        "segments published through the proxy",
+        Duration::from_secs(60),
+        || published(&data) >= 2,
+    );
+    vigil.stop();
 }
