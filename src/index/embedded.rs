@@ -37,10 +37,7 @@ impl Index for Embedded {
         to_ms: i64,
     ) -> BoxFuture<'a, Result<Vec<IndexDoc>>> {
         async move {
-            let (by_factory, key) = match scope {
-                Scope::Device(d) => (false, d.as_str()),
-                Scope::Factory(f) => (true, f.as_str()),
-            };
+            let (by_factory, key) = scope.parts();
             let rows = self
                 .catalog
                 .indexed_range(by_factory, key, from_ms, to_ms)?;

@@ -59,6 +59,16 @@ pub enum Scope {
     Factory(String),
 }
 
+impl Scope {
+    /// Whether the scope is a factory (else a device), and its id.
+    pub fn parts(&self) -> (bool, &str) {
+        match self {
+            Scope::Device(d) => (false, d),
+            Scope::Factory(f) => (true, f),
+        }
+    }
+}
+
 /// An index backend.
 pub trait Index: Send + Sync {
     /// Insert or replace the document with this id.

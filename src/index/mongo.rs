@@ -126,10 +126,8 @@ impl Index for Mongo {
         to_ms: i64,
     ) -> BoxFuture<'a, Result<Vec<IndexDoc>>> {
         async move {
-            let (field, key) = match scope {
-                Scope::Device(d) => ("device_id", d),
-                Scope::Factory(f) => ("factory_id", f),
-            };
+            let (by_factory, key) = scope.parts();
+            let field = if by_factory { "factory_id" } else { "device_id" };
             // Years 1..=9999: what every server (and every driver's date type) can represent.
             const MIN_MS: i64 = -62_135_596_800_000;
             const MAX_MS: i64 = 253_402_300_799_999;

@@ -52,12 +52,6 @@ impl Link {
         let mut rx = self.rx.clone();
         let _ = rx.wait_for(|s| matches!(s, LinkState::Up { .. })).await;
     }
-
-    /// Wait for the next change of state.
-    pub async fn changed(&self) {
-        let mut rx = self.rx.clone();
-        let _ = rx.changed().await;
-    }
 }
 
 /// How often the API is checked.
