@@ -1,5 +1,5 @@
-//! Per-child restart delays: a capped exponential schedule (from `backon`) spread by injected jitter, and reset
-//! once a child has run healthily for long enough.
+//! Per-child restart delays: a capped exponential schedule (from `backon`) spread by injected jitter, reset
+//! after a healthy run, after which the first restart is immediate: backoff is for repeated failure.
 
 use std::time::Duration;
 
@@ -10,8 +10,13 @@ use crate::jitter::Jitter;
 /// How restart delays grow for one child.
 ///
 /// The n-th consecutive restart waits `min(initial * factor^(n-1), max)`, then multiplied by a random factor in
-/// `[1 - jitter, 1 + jitter]` and capped at `max` again. A child that ran for at least `reset_after` before it
-/// exited starts again from `initial`.
+/// `[1 - jitter, 1 + jitter]` and capped at `max` again.
+///
+/// A run is healthy when the child declared it so ([`crate::ExitSlot::healthy`]) or when it lasted at least
+/// `reset_after`. After a healthy run the schedule starts over: with `immediate_after_healthy` (the default) the
+/// restart is immediate (delay 0, attempt 1) and the following consecutive restarts wait `initial`,
+/// `initial * factor`, … (attempts 2, 3, …); without it they wait `initial`, `initial * factor`, … from
+/// attempt 1.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BackoffPolicy {
     /// Delay before the first restart.
@@ -22,8 +27,12 @@ pub struct BackoffPolicy {
     pub factor: f32,
     /// Relative spread, `0.0..=1.0`; 0.2 means ±20 %.
     pub jitter: f64,
-    /// A run at least this long counts as healthy and resets the schedule.
+    /// A run at least this long counts as healthy (as does one the child declared healthy) and resets the
+    /// schedule.
     pub reset_after: Duration,
+    /// After a healthy run, restart at once (delay 0) and only then start the schedule at `initial`. When false,
+    /// a healthy run only resets the schedule, so the restart waits `initial`.
+    pub immediate_after_healthy: bool,
 }
 
 impl Default for BackoffPolicy {
@@ -34,13 +43,15 @@ impl Default for BackoffPolicy {
             factor: 2.0,
             jitter: 0.2,
             reset_after: Duration::from_secs(60),
+            immediate_after_healthy: true,
         }
     }
 }
 
 impl BackoffPolicy {
-    /// The delay bounds `(lowest, highest)` the n-th consecutive restart (1-based) may get (delays are whole
-    /// milliseconds).
+    /// The delay bounds `(lowest, highest)` the n-th consecutive restart (1-based) may get on the schedule that
+    /// is not preceded by a healthy run (delays are whole milliseconds). After a healthy run with
+    /// `immediate_after_healthy`, attempt 1 waits 0 and attempt n > 1 gets `bounds(n - 1)`.
     pub fn bounds(&self, attempt: u32) -> (Duration, Duration) {
         let base = self.base(attempt);
         let lo = base.mul_f64(1.0 - self.jitter.clamp(0.0, 1.0));
@@ -78,6 +89,8 @@ pub struct Backoff {
     policy: BackoffPolicy,
     schedule: ExponentialBackoff,
     attempt: u32,
+    /// The next restart is the immediate one that follows a healthy run.
+    immediate: bool,
 }
 
 impl Backoff {
@@ -87,6 +100,7 @@ impl Backoff {
             schedule: policy.schedule(),
             policy,
             attempt: 0,
+            immediate: false,
         }
     }
 
@@ -99,6 +113,14 @@ impl Backoff {
     pub fn reset(&mut self) {
         self.schedule = self.policy.schedule();
         self.attempt = 0;
+        self.immediate = false;
+    }
+
+    /// A healthy run ended: forget earlier restarts; with [`BackoffPolicy::immediate_after_healthy`] the next
+    /// delay is zero and the ones after it `initial`, `initial * factor`, …; without it, as [`Backoff::reset`].
+    pub fn after_healthy_run(&mut self) {
+        self.reset();
+        self.immediate = self.policy.immediate_after_healthy;
     }
 
     /// Consecutive restarts so far (since the last reset).
@@ -109,6 +131,10 @@ impl Backoff {
     /// The next delay, jittered with `jitter`; returns `(attempt, delay)`.
     pub fn next_delay(&mut self, jitter: &dyn Jitter) -> (u32, Duration) {
         self.attempt += 1;
+        if std::mem::take(&mut self.immediate) {
+            // The restart right after a healthy run: no wait, and no draw from the jitter source.
+            return (self.attempt, Duration::ZERO);
+        }
         let base = self
             .schedule
             .next()
@@ -138,6 +164,7 @@ mod tests {
             factor: 2.0,
             jitter: 0.0,
             reset_after: Duration::from_secs(60),
+            immediate_after_healthy: true,
         };
         let mut b = Backoff::new(policy);
         let delays: Vec<u64> = (0..6)
@@ -146,6 +173,42 @@ mod tests {
         assert_eq!(delays, vec![1, 2, 4, 8, 10, 10]);
         b.reset();
         assert_eq!(b.next_delay(&FixedJitter(0.3)), (1, Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn after_a_healthy_run_the_first_restart_is_immediate_then_the_schedule_starts_over() {
+        let policy = BackoffPolicy {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(10),
+            factor: 2.0,
+            jitter: 0.0,
+            reset_after: Duration::from_secs(60),
+            immediate_after_healthy: true,
+        };
+        let delays = |b: &mut Backoff, n: usize| -> Vec<(u32, u64)> {
+            (0..n)
+                .map(|_| {
+                    let (a, d) = b.next_delay(&FixedJitter(0.3));
+                    (a, d.as_secs())
+                })
+                .collect()
+        };
+        let mut b = Backoff::new(policy);
+        assert_eq!(delays(&mut b, 3), [(1, 1), (2, 2), (3, 4)]);
+        b.after_healthy_run();
+        assert_eq!(delays(&mut b, 4), [(1, 0), (2, 1), (3, 2), (4, 4)]);
+        // reset() alone keeps its meaning: the next delay is `initial`.
+        b.after_healthy_run();
+        b.reset();
+        assert_eq!(delays(&mut b, 1), [(1, 1)]);
+
+        let mut old = Backoff::new(BackoffPolicy {
+            immediate_after_healthy: false,
+            ..policy
+        });
+        assert_eq!(delays(&mut old, 2), [(1, 1), (2, 2)]);
+        old.after_healthy_run();
+        assert_eq!(delays(&mut old, 3), [(1, 1), (2, 2), (3, 4)]);
     }
 
     #[test]

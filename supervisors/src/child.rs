@@ -4,6 +4,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -68,10 +69,17 @@ impl fmt::Display for ExitReason {
     }
 }
 
-/// Where a running child records why it is about to stop. Shared between the child and its supervisor; the
-/// supervisor reads it when the child's task ends. An unset slot means [`ExitReason::Normal`].
+/// Where a running child records why it is about to stop, and whether its current run has been healthy.
+/// Shared between the child and its supervisor; the supervisor reads it when the child's task ends. An unset
+/// reason means [`ExitReason::Normal`]. Every start gets a fresh slot, so both belong to one run.
 #[derive(Debug, Clone, Default)]
-pub struct ExitSlot(Arc<Mutex<Option<ExitReason>>>);
+pub struct ExitSlot(Arc<SlotState>);
+
+#[derive(Debug, Default)]
+struct SlotState {
+    reason: Mutex<Option<ExitReason>>,
+    healthy: AtomicBool,
+}
 
 impl ExitSlot {
     /// Record a failure; the child should then stop (an actor: `ctx.stop()`).
@@ -80,13 +88,24 @@ impl ExitSlot {
     }
     /// Record any reason (the first one recorded wins).
     pub fn set(&self, reason: ExitReason) {
-        let mut slot = self.0.lock().expect("exit slot poisoned");
+        let mut slot = self.0.reason.lock().expect("exit slot poisoned");
         if slot.is_none() {
             *slot = Some(reason);
         }
     }
+    /// Declare the current run healthy (e.g. a recorder that has finished its first segment). When this run
+    /// ends, however it ends, its child's backoff schedule starts over and, unless
+    /// [`BackoffPolicy::immediate_after_healthy`] is off, the child is restarted at once. Idempotent; it does
+    /// not record an exit reason.
+    pub fn healthy(&self) {
+        self.0.healthy.store(true, Ordering::Release);
+    }
+    /// Whether [`ExitSlot::healthy`] has been called during this run.
+    pub fn is_healthy(&self) -> bool {
+        self.0.healthy.load(Ordering::Acquire)
+    }
     pub(crate) fn take(&self) -> Option<ExitReason> {
-        self.0.lock().expect("exit slot poisoned").take()
+        self.0.reason.lock().expect("exit slot poisoned").take()
     }
 }
 
@@ -99,7 +118,7 @@ pub struct ChildContext {
     pub path: String,
     /// How many times this child has been started before (0 on the first start).
     pub generation: u64,
-    /// Report an abnormal exit here before stopping.
+    /// Report an abnormal exit here before stopping, and call [`ExitSlot::healthy`] once the run is healthy.
     pub exit: ExitSlot,
     pub(crate) env: Env,
 }

@@ -20,6 +20,11 @@ pub trait Clock: Send + Sync + fmt::Debug + 'static {
     fn now(&self) -> Instant;
     /// A future that completes once `d` has passed on this clock.
     fn sleep(&self, d: Duration) -> Sleep;
+    /// The wall-clock time on this clock (for time stamps and names; never for measuring durations, since the
+    /// wall clock may step). Simulated clocks move it with their virtual time.
+    fn wall(&self) -> std::time::SystemTime {
+        std::time::SystemTime::now()
+    }
 }
 
 /// The real clock, backed by tokio's timer.
@@ -38,6 +43,9 @@ impl Clock for SystemClock {
 #[derive(Debug)]
 struct SimState {
     now: Instant,
+    /// Wall-clock time at `start`.
+    wall_start: std::time::SystemTime,
+    start: Instant,
     timers: Vec<(Instant, Waker)>,
 }
 
@@ -58,9 +66,12 @@ impl Default for SimClock {
 impl SimClock {
     /// A new virtual clock whose "now" starts at the real current instant.
     pub fn new() -> Self {
+        let now = Instant::now();
         SimClock {
             state: Arc::new(Mutex::new(SimState {
-                now: Instant::now(),
+                now,
+                wall_start: std::time::SystemTime::now(),
+                start: now,
                 timers: Vec::new(),
             })),
         }
@@ -113,6 +124,10 @@ impl Clock for SimClock {
     fn now(&self) -> Instant {
         self.state.lock().expect("sim clock poisoned").now
     }
+    fn wall(&self) -> std::time::SystemTime {
+        let s = self.state.lock().expect("sim clock poisoned");
+        s.wall_start + s.now.saturating_duration_since(s.start)
+    }
     fn sleep(&self, d: Duration) -> Sleep {
         let deadline = self.now() + d;
         Box::pin(SimSleep {
@@ -138,6 +153,19 @@ mod tests {
         clock.advance(Duration::from_secs(1));
         assert!(futures_poll_once(&mut sleep).is_ready());
         assert_eq!(clock.now() - start, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn the_wall_clock_moves_with_simulated_time() {
+        let clock = SimClock::new();
+        let w0 = clock.wall();
+        clock.advance(Duration::from_secs(3600));
+        assert_eq!(
+            clock.wall().duration_since(w0).unwrap(),
+            Duration::from_secs(3600)
+        );
+        let real = SystemClock;
+        assert!(real.wall() >= w0);
     }
 
     fn futures_poll_once(f: &mut Sleep) -> Poll<()> {

@@ -23,19 +23,25 @@ pub struct Event {
 pub enum EventKind {
     /// A child was started; `generation` counts earlier starts.
     Started { child: String, generation: u64 },
-    /// A child ended by itself (or failed to start).
+    /// A child ended by itself (or failed to start). `healthy`: the run was healthy, because the child declared
+    /// it so ([`crate::ExitSlot::healthy`]) or it lasted at least the backoff's `reset_after` (a failed start is
+    /// never healthy).
     Exited {
         child: String,
         reason: ExitReason,
         ran_for: Duration,
+        healthy: bool,
     },
     /// A child will be started again after `delay`. `attempt` counts consecutive restarts since its last
-    /// healthy run (0 for a sibling restarted along with it under one_for_all / rest_for_one).
+    /// healthy run, this one included (0 for a sibling restarted along with it under one_for_all /
+    /// rest_for_one). `healthy`: the run that just ended was healthy, so the backoff schedule started over (and
+    /// `delay` is 0 if the policy's `immediate_after_healthy` is on); always false for such a sibling.
     Restarting {
         child: String,
         attempt: u32,
         delay: Duration,
         cause: String,
+        healthy: bool,
     },
     /// A child's readiness probe passed while it waited for a restart: it restarts now, `saved` earlier than
     /// its backoff delay.
@@ -108,11 +114,15 @@ fn log_event(e: &Event) {
             child,
             reason,
             ran_for,
+            healthy,
         } => {
+            let run = if *healthy { " after a healthy run" } else { "" };
             if reason.is_abnormal() {
-                tracing::warn!(supervisor = sup, child = %child, %reason, ran_for_ms = ran_for.as_millis() as u64, "child exited abnormally");
+                tracing::warn!(supervisor = sup, child = %child, %reason, ran_for_ms = ran_for.as_millis() as u64, healthy,
+                    "child exited abnormally{run}");
             } else {
-                tracing::info!(supervisor = sup, child = %child, %reason, ran_for_ms = ran_for.as_millis() as u64, "child exited");
+                tracing::info!(supervisor = sup, child = %child, %reason, ran_for_ms = ran_for.as_millis() as u64, healthy,
+                    "child exited{run}");
             }
         }
         EventKind::Restarting {
@@ -120,9 +130,15 @@ fn log_event(e: &Event) {
             attempt,
             delay,
             cause,
+            healthy,
         } => {
-            tracing::warn!(supervisor = sup, child = %child, attempt, delay_ms = delay.as_millis() as u64, reason = %cause,
-                "restarting child in {:.1} s (attempt {attempt})", delay.as_secs_f64());
+            let why = match (*healthy, delay.is_zero()) {
+                (true, true) => ": after a healthy run, restarting at once",
+                (true, false) => ": after a healthy run, backoff reset",
+                (false, _) => "",
+            };
+            tracing::warn!(supervisor = sup, child = %child, attempt, delay_ms = delay.as_millis() as u64, reason = %cause, healthy,
+                "restarting child in {:.1} s (attempt {attempt}){why}", delay.as_secs_f64());
         }
         EventKind::Probed { child, saved } => {
             tracing::info!(supervisor = sup, child = %child, saved_ms = saved.as_millis() as u64,
@@ -148,5 +164,128 @@ fn log_event(e: &Event) {
                 "restart intensity exceeded: stopping all children and escalating to the parent"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fmt::Write as _;
+    use std::sync::{Arc, Mutex};
+    use tracing::field::{Field, Visit};
+    use tracing::span::{Attributes, Id, Record};
+    use tracing::{Metadata, Subscriber};
+
+    /// Collects each event as `key=value` pairs, the message first, like the fmt subscriber's output.
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<String>>>);
+
+    struct Line(String);
+
+    impl Visit for Line {
+        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+            if field.name() == "message" {
+                let _ = write!(self.0, "{value:?}");
+            } else {
+                let _ = write!(self.0, " {}={value:?}", field.name());
+            }
+        }
+    }
+
+    impl Subscriber for Lines {
+        fn enabled(&self, _: &Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &Attributes<'_>) -> Id {
+            Id::from_u64(1)
+        }
+        fn record(&self, _: &Id, _: &Record<'_>) {}
+        fn record_follows_from(&self, _: &Id, _: &Id) {}
+        fn event(&self, event: &tracing::Event<'_>) {
+            let mut line = Line(String::new());
+            event.record(&mut line);
+            self.0.lock().unwrap().push(line.0);
+        }
+        fn enter(&self, _: &Id) {}
+        fn exit(&self, _: &Id) {}
+    }
+
+    fn logged(kind: EventKind) -> String {
+        let lines = Lines::default();
+        let event = Event {
+            at: Instant::now(),
+            supervisor: "root/cameras/cam1".into(),
+            kind,
+        };
+        tracing::subscriber::with_default(lines.clone(), || log_event(&event));
+        let mut all = lines.0.lock().unwrap().clone();
+        assert_eq!(all.len(), 1);
+        all.remove(0)
+    }
+
+    fn restarting(attempt: u32, delay_ms: u64, healthy: bool) -> String {
+        logged(EventKind::Restarting {
+            child: "ffmpeg".into(),
+            attempt,
+            delay: Duration::from_millis(delay_ms),
+            cause: "failed: signal: 9 (SIGKILL)".into(),
+            healthy,
+        })
+    }
+
+    #[test]
+    fn exit_and_restart_lines_say_whether_the_run_was_healthy() {
+        let line = restarting(1, 0, true);
+        assert!(
+            line.starts_with(
+                "restarting child in 0.0 s (attempt 1): after a healthy run, restarting at once"
+            ),
+            "{line}"
+        );
+        for text in [
+            "attempt=1",
+            "delay_ms=0",
+            "healthy=true",
+            "child=ffmpeg",
+            "supervisor=\"root/cameras/cam1\"",
+        ] {
+            assert!(line.contains(text), "{text} missing: {line}");
+        }
+        let line = restarting(1, 500, true);
+        assert!(
+            line.starts_with(
+                "restarting child in 0.5 s (attempt 1): after a healthy run, backoff reset "
+            ),
+            "{line}"
+        );
+        let line = restarting(2, 500, false);
+        assert!(
+            line.starts_with("restarting child in 0.5 s (attempt 2) ")
+                && line.contains("attempt=2 delay_ms=500")
+                && line.contains("healthy=false")
+                && !line.contains("after a healthy run"),
+            "{line}"
+        );
+
+        let exited = |healthy| {
+            logged(EventKind::Exited {
+                child: "ffmpeg".into(),
+                reason: ExitReason::Failed("boom".into()),
+                ran_for: Duration::from_secs(3),
+                healthy,
+            })
+        };
+        let line = exited(true);
+        assert!(
+            line.starts_with("child exited abnormally after a healthy run ")
+                && line.contains("healthy=true")
+                && line.contains("ran_for_ms=3000"),
+            "{line}"
+        );
+        let line = exited(false);
+        assert!(
+            line.starts_with("child exited abnormally ") && line.contains("healthy=false"),
+            "{line}"
+        );
     }
 }

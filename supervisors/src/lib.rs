@@ -10,7 +10,9 @@
 //! - **restart intensity** ([`Intensity`]): more than R restarts within T and the supervisor stops its children
 //!   and exits with a failure, so its parent decides; at the root, [`SupervisorHandle::wait`] returns the failure
 //!   and the program should exit non-zero;
-//! - **backoff** ([`BackoffPolicy`]): per-child capped exponential delays with jitter, reset after a healthy run;
+//! - **backoff** ([`BackoffPolicy`]): per-child capped exponential delays with jitter, for repeated failure:
+//!   after a healthy run (declared with [`ExitSlot::healthy`], or long enough) the schedule resets and the first
+//!   restart is immediate;
 //! - **panics** in a child are caught (each child runs in its own task) and treated as abnormal exits;
 //! - **readiness probes** ([`ChildSpec::probe`]): a child waiting out a long backoff restarts as soon as its
 //!   dependency answers;

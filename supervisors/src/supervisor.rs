@@ -376,6 +376,8 @@ struct Exit {
 struct Running {
     generation: u64,
     since: Instant,
+    /// The run's exit slot (read for its healthy mark when it ends); `None` when the start itself failed.
+    exit: Option<ExitSlot>,
     stop: Option<Box<dyn FnOnce()>>,
     abort: Option<AbortHandle>,
     done: watch::Receiver<Option<ExitReason>>,
@@ -596,6 +598,7 @@ impl Sup {
                 self.children[i].state = State::Running(Running {
                     generation,
                     since: now,
+                    exit: Some(cx.exit.clone()),
                     stop: handle.stop,
                     abort: Some(abort),
                     done: done_rx,
@@ -612,6 +615,7 @@ impl Sup {
                 self.children[i].state = State::Running(Running {
                     generation,
                     since: now,
+                    exit: None,
                     stop: None,
                     abort: None,
                     done: done_rx,
@@ -630,17 +634,23 @@ impl Sup {
         let Some(i) = self.index_of(&exit.id) else {
             return Flow::Continue;
         };
-        let since = match &self.children[i].state {
-            State::Running(r) if r.generation == exit.generation => r.since,
+        let (since, run) = match &self.children[i].state {
+            State::Running(r) if r.generation == exit.generation => (r.since, r.exit.clone()),
             _ => return Flow::Continue, // stale: already stopped by us, or an older generation
         };
         let now = self.env.clock.now();
         let ran_for = now.saturating_duration_since(since);
+        // Healthy: declared so by the child, or long enough. A start that failed was no run at all (so even
+        // `reset_after: 0` cannot turn a start that keeps failing into a loop of immediate restarts).
+        let healthy = run.is_some_and(|slot| {
+            slot.is_healthy() || ran_for >= self.children[i].backoff.policy().reset_after
+        });
         self.children[i].state = State::Done;
         self.emit(EventKind::Exited {
             child: exit.id.clone(),
             reason: exit.reason.clone(),
             ran_for,
+            healthy,
         });
         let restart = match self.children[i].spec.restart {
             Restart::Permanent => true,
@@ -679,9 +689,11 @@ impl Sup {
             )));
         }
 
+        // Intensity above counts every restart, immediate ones included: a child that declares itself healthy
+        // and exits in a loop still escalates.
         let slot = &mut self.children[i];
-        if ran_for >= slot.backoff.policy().reset_after {
-            slot.backoff.reset();
+        if healthy {
+            slot.backoff.after_healthy_run();
         }
         let (attempt, delay) = slot.backoff.next_delay(&*self.env.jitter);
         let until = now + delay;
@@ -692,6 +704,7 @@ impl Sup {
             attempt,
             delay,
             cause: exit.reason.to_string(),
+            healthy,
         });
 
         let group: Vec<usize> = match self.strategy {
@@ -722,6 +735,7 @@ impl Sup {
                         attempt: 0,
                         delay,
                         cause: cause.clone(),
+                        healthy: false,
                     });
                 }
             }

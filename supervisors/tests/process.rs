@@ -178,6 +178,7 @@ async fn supervised_processes_are_restarted_with_backoff_and_never_left_behind()
         factor: 2.0,
         jitter: 0.2,
         reset_after: Duration::from_secs(60),
+        immediate_after_healthy: true,
     };
     let runtime = Runtime::new();
     let mut events = runtime.events().subscribe();
@@ -216,6 +217,7 @@ async fn supervised_processes_are_restarted_with_backoff_and_never_left_behind()
                 attempt,
                 delay,
                 cause,
+                healthy,
             } = e.kind
                 && child == "sleeper"
             {
@@ -223,6 +225,7 @@ async fn supervised_processes_are_restarted_with_backoff_and_never_left_behind()
                     cause.contains("SIGKILL") || cause.contains("signal: 9"),
                     "cause: {cause}"
                 );
+                assert!(!healthy, "a short run that never declared itself healthy");
                 break (attempt, delay);
             }
         };

@@ -1,6 +1,6 @@
 //! Every supervision rule, tested under a simulated clock: start/stop order, the three strategies, restart
-//! types, restart intensity and escalation, backoff growth, jitter bounds and reset, panics, shutdown timeouts,
-//! dynamic children and nested supervisors.
+//! types, restart intensity and escalation, backoff growth, jitter bounds, reset and the immediate restart after a
+//! healthy run, panics, shutdown timeouts, dynamic children and nested supervisors.
 
 mod common;
 
@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::{Do, Harness, World, ms, secs};
 use supervisors::{
-    BackoffPolicy, ChildHandle, ChildSpec, ChildState, Error, EventKind, ExitReason,
+    BackoffPolicy, ChildHandle, ChildSpec, ChildState, Clock, Error, Event, EventKind, ExitReason,
     FastRandJitter, Restart, Shutdown, Strategy, SupervisorSpec,
 };
 
@@ -19,6 +19,7 @@ fn policy() -> BackoffPolicy {
         factor: 2.0,
         jitter: 0.25,
         reset_after: secs(30),
+        immediate_after_healthy: true,
     }
 }
 
@@ -208,8 +209,48 @@ async fn backoff_grows_exponentially_is_capped_and_stays_within_jitter_bounds() 
     root.shutdown().await;
 }
 
+/// The next `Started` event of `child`: (generation, when).
+async fn started_at(h: &mut Harness, child: &str) -> (u64, std::time::Instant) {
+    let e = h
+        .expect(
+            &format!("{child} started"),
+            |e| matches!(&e.kind, EventKind::Started { child: c, .. } if c == child),
+        )
+        .await;
+    match e.kind {
+        EventKind::Started { generation, .. } => (generation, e.at),
+        _ => unreachable!(),
+    }
+}
+
+fn healthy_flag(e: &Event) -> bool {
+    match e.kind {
+        EventKind::Exited { healthy, .. } => healthy,
+        _ => panic!("not an exit: {e:?}"),
+    }
+}
+
+/// Fails `a` (not marked healthy) and lets it restart; returns (attempt, delay), checking it did not restart a
+/// millisecond early.
+async fn fail_and_restart(h: &mut Harness, world: &World) -> (u32, Duration) {
+    world.send("a", Do::Fail);
+    let (attempt, delay) = h.restarting("a").await;
+    if delay > Duration::ZERO {
+        h.advance(delay - ms(1)).await;
+        assert!(
+            !h.drain()
+                .iter()
+                .any(|e| matches!(e.kind, EventKind::Started { .. })),
+            "attempt {attempt}: started before its {delay:?} delay"
+        );
+        h.advance(ms(1)).await;
+    }
+    h.started("a").await;
+    (attempt, delay)
+}
+
 #[actix_rt::test]
-async fn backoff_resets_after_a_healthy_run() {
+async fn a_run_of_reset_after_resets_the_backoff_and_restarts_at_once() {
     let mut h = Harness::new();
     let world = World::default();
     let root = h.runtime.start(
@@ -228,13 +269,252 @@ async fn backoff_resets_after_a_healthy_run() {
     // Runs 29 s: not yet healthy, the schedule goes on.
     h.advance(secs(29)).await;
     world.send("a", Do::Fail);
+    assert!(!healthy_flag(&h.exited("a").await));
     assert_eq!(h.restarting("a").await, (4, secs(8)));
     h.advance(secs(8)).await;
     h.started("a").await;
-    // Runs 30 s: healthy, back to the first delay.
+    // Runs 30 s: healthy; the schedule starts over and the restart is immediate (same simulated instant).
     h.advance(secs(30)).await;
     world.send("a", Do::Fail);
+    let exit = h.exited("a").await;
+    assert!(healthy_flag(&exit));
+    assert_eq!(h.restarting("a").await, (1, Duration::ZERO));
+    assert_eq!(started_at(&mut h, "a").await, (5, exit.at));
+    // Then backoff for repeated failure: initial, initial * factor.
+    assert_eq!(fail_and_restart(&mut h, &world).await, (2, secs(1)));
+    assert_eq!(fail_and_restart(&mut h, &world).await, (3, secs(2)));
+    root.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn a_child_that_declared_its_run_healthy_restarts_at_once_then_backs_off_again() {
+    let mut h = Harness::new();
+    let world = World::default();
+    let root = h.runtime.start(
+        SupervisorSpec::new("root")
+            .intensity(100, secs(60))
+            .backoff(policy())
+            .child(world.worker("a")),
+    );
+    h.started("a").await;
+    // Two quick failures: the schedule has grown to 4 s.
+    assert_eq!(fail_and_restart(&mut h, &world).await, (1, secs(1)));
+    assert_eq!(fail_and_restart(&mut h, &world).await, (2, secs(2)));
+    // This run declares itself healthy after 5 s (far below reset_after = 30 s), then fails.
+    h.advance(secs(5)).await;
+    world.send("a", Do::Healthy);
+    world.send("a", Do::Fail);
+    let exit = h.exited("a").await;
+    assert!(matches!(
+        &exit.kind,
+        EventKind::Exited { reason: ExitReason::Failed(m), ran_for, healthy: true, .. }
+            if m.contains("told to fail") && *ran_for == secs(5)
+    ));
+    let restart = h
+        .expect("a restarting", |e| {
+            matches!(e.kind, EventKind::Restarting { .. })
+        })
+        .await;
+    assert_eq!(
+        restart.kind,
+        EventKind::Restarting {
+            child: "a".into(),
+            attempt: 1,
+            delay: Duration::ZERO,
+            cause: "failed: a was told to fail".into(),
+            healthy: true,
+        }
+    );
+    assert_eq!(
+        started_at(&mut h, "a").await,
+        (3, exit.at),
+        "restarted at the same simulated instant"
+    );
+    // The mark belonged to that run: the next runs are not healthy and back off from `initial` again.
+    assert_eq!(fail_and_restart(&mut h, &world).await, (2, secs(1)));
+    assert_eq!(fail_and_restart(&mut h, &world).await, (3, secs(2)));
+    world.send("a", Do::Fail);
+    assert!(!healthy_flag(&h.exited("a").await));
+    let restart = h
+        .expect("a restarting", |e| {
+            matches!(e.kind, EventKind::Restarting { .. })
+        })
+        .await;
+    assert!(
+        matches!(
+            restart.kind,
+            EventKind::Restarting { attempt: 4, delay, healthy: false, .. } if delay == secs(4)
+        ),
+        "{restart:?}"
+    );
+    root.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn without_immediate_after_healthy_a_healthy_run_only_resets_the_backoff() {
+    let mut h = Harness::new();
+    let world = World::default();
+    let root = h.runtime.start(
+        SupervisorSpec::new("root")
+            .intensity(100, secs(60))
+            .backoff(BackoffPolicy {
+                immediate_after_healthy: false,
+                ..policy()
+            })
+            .child(world.worker("a")),
+    );
+    h.started("a").await;
+    assert_eq!(fail_and_restart(&mut h, &world).await, (1, secs(1)));
+    assert_eq!(fail_and_restart(&mut h, &world).await, (2, secs(2)));
+    // Declared healthy: the schedule resets, but the restart waits `initial`.
+    world.send("a", Do::Healthy);
+    world.send("a", Do::Fail);
+    assert!(healthy_flag(&h.exited("a").await));
     assert_eq!(h.restarting("a").await, (1, secs(1)));
+    h.advance(ms(999)).await;
+    assert!(
+        !h.drain()
+            .iter()
+            .any(|e| matches!(e.kind, EventKind::Started { .. }))
+    );
+    h.advance(ms(1)).await;
+    h.started("a").await;
+    assert_eq!(fail_and_restart(&mut h, &world).await, (2, secs(2)));
+    // Long enough: the same.
+    h.advance(secs(30)).await;
+    assert_eq!(fail_and_restart(&mut h, &world).await, (1, secs(1)));
+    root.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn a_child_that_declares_itself_healthy_and_exits_in_a_loop_still_escalates() {
+    let mut h = Harness::new();
+    let world = World::default();
+    let root = h.runtime.start(
+        SupervisorSpec::new("root")
+            .intensity(3, secs(10))
+            .backoff(policy())
+            .child(world.worker("a"))
+            .child(world.worker("b")),
+    );
+    h.started("b").await;
+    let t0 = h.clock.now();
+    // Three immediate restarts are tolerated, without the clock moving…
+    for generation in 1..=3 {
+        world.send("a", Do::Healthy);
+        world.send("a", Do::Fail);
+        assert!(healthy_flag(&h.exited("a").await));
+        assert_eq!(h.restarting("a").await, (1, Duration::ZERO));
+        assert_eq!(started_at(&mut h, "a").await, (generation, t0));
+    }
+    // …the fourth exceeds 3 restarts within 10 s: the root stops its children and fails.
+    world.send("a", Do::Healthy);
+    world.send("a", Do::Fail);
+    let e = h
+        .expect("escalation", |e| {
+            matches!(e.kind, EventKind::Escalated { .. })
+        })
+        .await;
+    assert_eq!(
+        e.kind,
+        EventKind::Escalated {
+            restarts: 4,
+            max_restarts: 3,
+            within: secs(10)
+        }
+    );
+    assert_eq!(e.at, t0);
+    match root.wait().await {
+        ExitReason::Failed(m) => assert!(m.contains("restart intensity exceeded"), "{m}"),
+        other => panic!("expected failure, got {other:?}"),
+    }
+    assert_eq!(world.log.count("start a"), 4);
+    assert_eq!(world.log.count("stop b"), 1, "the sibling was stopped");
+}
+
+#[actix_rt::test]
+async fn the_exited_event_says_whether_the_run_was_healthy() {
+    let mut h = Harness::new();
+    let world = World::default();
+    let root = h.runtime.start(
+        SupervisorSpec::new("root")
+            .intensity(100, secs(60))
+            .backoff(policy())
+            .child(world.worker("a"))
+            .child(world.worker("t").restart(Restart::Transient)),
+    );
+    h.started("t").await;
+    // Short, unmarked run: not healthy.
+    world.send("a", Do::Fail);
+    let e = h.exited("a").await;
+    assert_eq!(
+        e.kind,
+        EventKind::Exited {
+            child: "a".into(),
+            reason: ExitReason::Failed("a was told to fail".into()),
+            ran_for: Duration::ZERO,
+            healthy: false,
+        }
+    );
+    h.advance(secs(1)).await;
+    h.started("a").await;
+    // Marked: healthy, whatever the reason (a panic here).
+    h.advance(secs(2)).await;
+    world.send("a", Do::Healthy);
+    world.send("a", Do::Panic);
+    let e = h.exited("a").await;
+    assert!(
+        matches!(&e.kind, EventKind::Exited { reason: ExitReason::Panicked(_), ran_for, healthy: true, .. } if *ran_for == secs(2)),
+        "{e:?}"
+    );
+    h.started("a").await;
+    // Just short of reset_after, unmarked: not healthy; reset_after exactly: healthy.
+    h.advance(ms(29_999)).await;
+    world.send("a", Do::Fail);
+    assert!(!healthy_flag(&h.exited("a").await));
+    let (_, d) = h.restarting("a").await;
+    h.advance(d).await;
+    h.started("a").await;
+    h.advance(secs(30)).await;
+    world.send("a", Do::Fail);
+    assert!(healthy_flag(&h.exited("a").await));
+    // A normal exit that is not restarted (transient) still reports it.
+    world.send("t", Do::Healthy);
+    world.send("t", Do::Finish);
+    let e = h.exited("t").await;
+    assert!(
+        matches!(
+            &e.kind,
+            EventKind::Exited {
+                reason: ExitReason::Normal,
+                healthy: true,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    root.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn a_start_that_fails_is_never_a_healthy_run_even_with_reset_after_zero() {
+    let mut h = Harness::new();
+    let root = h.runtime.start(
+        SupervisorSpec::new("root")
+            .backoff(BackoffPolicy {
+                reset_after: Duration::ZERO,
+                ..policy()
+            })
+            .child(ChildSpec::worker("broken", |cx| {
+                cx.exit.healthy();
+                Err("no such device".to_string())
+            })),
+    );
+    for (attempt, delay) in [(1, secs(1)), (2, secs(2)), (3, secs(4))] {
+        assert!(!healthy_flag(&h.exited("broken").await));
+        assert_eq!(h.restarting("broken").await, (attempt, delay));
+        h.advance(delay).await;
+    }
     root.shutdown().await;
 }
 

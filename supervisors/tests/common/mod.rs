@@ -76,6 +76,8 @@ impl Handler<Terminate> for Worker {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub enum Do {
+    /// Declare the current run healthy ([`ExitSlot::healthy`]) and keep running.
+    Healthy,
     Fail,
     Finish,
     Panic,
@@ -85,6 +87,7 @@ impl Handler<Do> for Worker {
     type Result = ();
     fn handle(&mut self, msg: Do, ctx: &mut Context<Self>) {
         match msg {
+            Do::Healthy => self.exit.healthy(),
             Do::Fail => {
                 self.exit.fail(format!("{} was told to fail", self.id));
                 ctx.stop();
@@ -182,6 +185,15 @@ impl Harness {
             EventKind::Started { generation, .. } => generation,
             _ => unreachable!(),
         }
+    }
+
+    /// Waits for `child` to exit; returns the whole event.
+    pub async fn exited(&mut self, child: &str) -> Event {
+        self.expect(
+            &format!("{child} exited"),
+            |e| matches!(&e.kind, EventKind::Exited { child: c, .. } if c == child),
+        )
+        .await
     }
 
     /// Waits for the restart decision of `child`; returns (attempt, delay).
