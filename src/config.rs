@@ -11,6 +11,207 @@ use serde::Deserialize;
 
 use crate::error::{Error, Problem, Result};
 
+/// A secret from the config (a password, a token): its `Debug` never shows it; [`Secret::expose`] is the one
+/// way to read it, at the point of use.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+    /// The secret itself: only to hand it to the protocol that needs it, never to a log or an answer.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// A camera's RTSP URL, which may carry credentials: `Debug` and `Display` show it with the password replaced
+/// by `***`; [`RtspUrl::expose`] gives the real one (for ffmpeg and the probe only).
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct RtspUrl(String);
+
+impl RtspUrl {
+    pub fn new(s: impl Into<String>) -> RtspUrl {
+        RtspUrl(s.into())
+    }
+    /// The URL with its credentials.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    /// The URL with any password replaced by `***`, for logs and answers.
+    pub fn redacted(&self) -> String {
+        match url::Url::parse(&self.0) {
+            Ok(mut u) => {
+                if u.password().is_some() {
+                    let _ = u.set_password(Some("***"));
+                }
+                u.to_string()
+            }
+            Err(_) => crate::process::redact_url_passwords(&self.0),
+        }
+    }
+    /// The strings a log must never show: the password as written and percent-decoded, and user:password.
+    pub fn secrets(&self) -> Vec<String> {
+        let Ok(u) = url::Url::parse(&self.0) else {
+            return Vec::new();
+        };
+        let Some(pw) = u.password() else {
+            return Vec::new();
+        };
+        let decoded = percent_encoding::percent_decode_str(pw)
+            .decode_utf8_lossy()
+            .into_owned();
+        // Short passwords would redact innocent text everywhere; the URL form is still redacted.
+        [pw.to_string(), decoded]
+            .into_iter()
+            .filter(|p| p.len() >= 4)
+            .collect()
+    }
+}
+
+impl std::fmt::Debug for RtspUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RtspUrl({})", self.redacted())
+    }
+}
+
+impl std::fmt::Display for RtspUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+/// An amount of disk space: bytes, or a percentage of the data folder's file system. Written as a number of
+/// bytes, or a string: `"500 MB"`, `"2GiB"`, `"5%"`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Space {
+    Bytes(u64),
+    Percent(f64),
+}
+
+impl Space {
+    /// In bytes, for a file system of `total` bytes.
+    pub fn bytes_of(self, total: u64) -> u64 {
+        match self {
+            Space::Bytes(b) => b,
+            Space::Percent(p) => (total as f64 * p / 100.0) as u64,
+        }
+    }
+
+    fn parse(text: &str) -> std::result::Result<Space, String> {
+        let t = text.trim();
+        if let Some(p) = t.strip_suffix('%') {
+            return match p.trim().parse::<f64>() {
+                Ok(v) if (0.0..=100.0).contains(&v) => Ok(Space::Percent(v)),
+                _ => Err(format!("{text:?} is not a percentage between 0% and 100%")),
+            };
+        }
+        let split = t
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let n: f64 = num
+            .parse()
+            .map_err(|_| format!("{text:?} is not a size like \"500 MB\", \"2 GiB\" or \"5%\""))?;
+        let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1.0,
+            "k" | "kb" => 1e3,
+            "m" | "mb" => 1e6,
+            "g" | "gb" => 1e9,
+            "t" | "tb" => 1e12,
+            "kib" => 1024.0,
+            "mib" => 1024.0 * 1024.0,
+            "gib" => 1024.0 * 1024.0 * 1024.0,
+            "tib" => 1024.0f64.powi(4),
+            other => {
+                return Err(format!(
+                    "unknown unit {other:?} in {text:?}; use B, kB, MB, GB, TB, KiB, MiB, GiB, TiB or %"
+                ));
+            }
+        };
+        Ok(Space::Bytes((n * mult) as u64))
+    }
+}
+
+impl std::fmt::Display for Space {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Space::Percent(p) => write!(f, "{p}%"),
+            Space::Bytes(b) if b >= 1_000_000_000 => write!(f, "{:.1} GB", b as f64 / 1e9),
+            Space::Bytes(b) if b >= 1_000_000 => write!(f, "{:.1} MB", b as f64 / 1e6),
+            Space::Bytes(b) => write!(f, "{b} B"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Space {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Space, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(Space::Bytes(n)),
+            Raw::S(s) => Space::parse(&s).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// `[retention]`: how much footage a data folder keeps.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Most footage kept, all cameras together (none: no byte budget).
+    #[serde(default)]
+    pub max_bytes: Option<Space>,
+    /// Keep at least this much of the file system free.
+    #[serde(default = "default_min_free")]
+    pub min_free: Space,
+    /// Below this much free space, footage that is not yet distributed is deleted too (oldest first), so
+    /// that recording never stops; each such deletion is logged.
+    #[serde(default = "default_critical_free")]
+    pub critical_free: Space,
+    /// Delete footage older than this many days (none: no age limit).
+    #[serde(default)]
+    pub max_age_days: Option<u32>,
+    /// How often retention looks (it also looks at once when a write fails for lack of space).
+    #[serde(default = "default_retention_check")]
+    pub check_seconds: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            max_bytes: None,
+            min_free: default_min_free(),
+            critical_free: default_critical_free(),
+            max_age_days: None,
+            check_seconds: default_retention_check(),
+        }
+    }
+}
+
+fn default_min_free() -> Space {
+    Space::Percent(5.0)
+}
+fn default_critical_free() -> Space {
+    Space::Percent(1.0)
+}
+fn default_retention_check() -> u64 {
+    10
+}
+
 /// A whole vigil config file.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -34,6 +235,9 @@ pub struct Config {
     /// Where segments are indexed (the embedded catalog without it).
     #[serde(default)]
     pub index: Option<IndexConfig>,
+    /// How much footage the data folder keeps.
+    #[serde(default)]
+    pub retention: RetentionConfig,
     /// The cameras this node records.
     #[serde(default)]
     pub cameras: Vec<CameraConfig>,
@@ -53,10 +257,10 @@ pub struct IpfsConfig {
     pub timeout_seconds: u64,
     /// `user:password` for an API behind a proxy with basic auth.
     #[serde(default)]
-    pub basic_auth: Option<String>,
+    pub basic_auth: Option<Secret>,
     /// Bearer token for an API behind a proxy.
     #[serde(default)]
-    pub bearer_token: Option<String>,
+    pub bearer_token: Option<Secret>,
     /// Run and own this daemon command (e.g. `["ipfs", "daemon"]`); restarted with the link.
     #[serde(default)]
     pub daemon: Option<Vec<String>>,
@@ -77,7 +281,7 @@ pub struct ClusterConfig {
     #[serde(default = "default_replication")]
     pub replication_max: i32,
     #[serde(default)]
-    pub basic_auth: Option<String>,
+    pub basic_auth: Option<Secret>,
 }
 
 /// `[index]`
@@ -116,9 +320,9 @@ fn check_http_url(value: &str) -> std::result::Result<(), String> {
     }
 }
 
-fn check_basic(value: &Option<String>) -> std::result::Result<(), String> {
+fn check_basic(value: &Option<Secret>) -> std::result::Result<(), String> {
     match value {
-        Some(v) if !v.contains(':') => Err("must be user:password".into()),
+        Some(v) if !v.expose().contains(':') => Err("must be user:password".into()),
         _ => Ok(()),
     }
 }
@@ -134,6 +338,10 @@ pub struct HttpConfig {
     /// hls.js's `dist` folder installed from npm.
     #[serde(default)]
     pub assets_dir: Option<PathBuf>,
+    /// The time zone whose days the day playlists cover, as an IANA name (`"Europe/Berlin"`); default: the
+    /// box's own zone (TZ, else /etc/localtime).
+    #[serde(default)]
+    pub timezone: Option<String>,
 }
 
 impl Default for HttpConfig {
@@ -141,6 +349,7 @@ impl Default for HttpConfig {
         HttpConfig {
             listen: default_listen(),
             assets_dir: None,
+            timezone: None,
         }
     }
 }
@@ -242,11 +451,12 @@ pub struct CameraConfig {
     /// The factory (site, customer) the camera belongs to.
     pub factory_id: String,
     /// `rtsp://` or `rtsps://` URL, credentials included if the camera needs them (never logged).
-    pub url: String,
+    pub url: RtspUrl,
     /// Target HLS segment length in seconds (segments are cut on the camera's keyframes).
     #[serde(default = "default_segment_seconds")]
     pub segment_seconds: u32,
-    /// A camera whose ffmpeg produced no finished segment for this long is restarted.
+    /// A camera whose ffmpeg has added no bytes to its current segment for this long is restarted (frozen
+    /// camera, dead connection). May be shorter than a segment.
     #[serde(default = "default_stall_seconds")]
     pub stall_seconds: u32,
     /// EXT-X-TARGETDURATION of this camera's playlists, in seconds; default 2 × segment_seconds (ffmpeg can only
@@ -262,7 +472,7 @@ fn default_segment_seconds() -> u32 {
     2
 }
 fn default_stall_seconds() -> u32 {
-    15
+    3
 }
 fn default_true() -> bool {
     true
@@ -278,15 +488,7 @@ impl CameraConfig {
 
     /// The URL with any password replaced by `***`, for logs.
     pub fn redacted_url(&self) -> String {
-        match url::Url::parse(&self.url) {
-            Ok(mut u) => {
-                if u.password().is_some() {
-                    let _ = u.set_password(Some("***"));
-                }
-                u.to_string()
-            }
-            Err(_) => "<invalid url>".to_string(),
-        }
+        self.url.redacted()
     }
 }
 
@@ -319,6 +521,14 @@ impl Config {
                 path: path.to_path_buf(),
                 problems,
             })
+        }
+    }
+
+    /// The time zone of the day playlists: `[http] timezone`, else the box's own (UTC if it has none).
+    pub fn time_zone(&self) -> jiff::tz::TimeZone {
+        match &self.http.timezone {
+            Some(name) => jiff::tz::TimeZone::get(name).unwrap_or(jiff::tz::TimeZone::UTC),
+            None => jiff::tz::TimeZone::try_system().unwrap_or(jiff::tz::TimeZone::UTC),
         }
     }
 
@@ -499,7 +709,7 @@ impl Config {
             if c.factory_id.trim().is_empty() {
                 bad(f("factory_id"), "must not be empty".into());
             }
-            if let Err(m) = check_rtsp_url(&c.url) {
+            if let Err(m) = check_rtsp_url(c.url.expose()) {
                 bad(f("url"), m);
             }
             if let Some(t) = c.target_duration
@@ -518,19 +728,52 @@ impl Config {
                         c.segment_seconds
                     ),
                 );
-            } else if c.stall_seconds < 2 * c.segment_seconds + 2 {
-                // ffmpeg's first segment is about twice the target length; allow for it plus connection time.
+            }
+            if !(1..=600).contains(&c.stall_seconds) {
                 bad(
                     f("stall_seconds"),
-                    format!(
-                        "{} is too short for {} s segments: the first segment alone takes about {} s; use at least {}",
-                        c.stall_seconds,
-                        c.segment_seconds,
-                        2 * c.segment_seconds,
-                        2 * c.segment_seconds + 2
-                    ),
+                    format!("must be between 1 and 600, got {}", c.stall_seconds),
                 );
             }
+        }
+        if let Some(tz) = &self.http.timezone
+            && let Err(e) = jiff::tz::TimeZone::get(tz)
+        {
+            bad(
+                "http.timezone".into(),
+                format!(
+                    "{tz:?} is not a time zone this box knows ({e}); e.g. \"Europe/Berlin\" or \"UTC\""
+                ),
+            );
+        }
+        let r = &self.retention;
+        if r.check_seconds == 0 || r.check_seconds > 3600 {
+            bad(
+                "retention.check_seconds".into(),
+                format!("must be between 1 and 3600, got {}", r.check_seconds),
+            );
+        }
+        if r.max_age_days == Some(0) {
+            bad(
+                "retention.max_age_days".into(),
+                "must be at least 1 (leave it out for no age limit)".into(),
+            );
+        }
+        if let (Space::Percent(c), Space::Percent(m)) = (r.critical_free, r.min_free)
+            && c > m
+        {
+            bad(
+                "retention.critical_free".into(),
+                format!("{c}% is above min_free ({m}%)"),
+            );
+        }
+        if let (Space::Bytes(c), Space::Bytes(m)) = (r.critical_free, r.min_free)
+            && c > m
+        {
+            bad(
+                "retention.critical_free".into(),
+                format!("{c} bytes is above min_free ({m} bytes)"),
+            );
         }
         p
     }
@@ -621,7 +864,12 @@ stall_seconds = 20
         assert_eq!(c.node_id, "edge-01");
         assert_eq!(c.cameras.len(), 2);
         assert_eq!(c.cameras[0].segment_seconds, 2);
-        assert_eq!(c.cameras[0].stall_seconds, 15);
+        assert_eq!(c.cameras[0].stall_seconds, 3);
+        assert_eq!(c.retention, RetentionConfig::default());
+        assert!(
+            !format!("{c:?}").contains("secret"),
+            "Debug shows no password: {c:?}"
+        );
         assert!(c.cameras[0].enabled);
         assert_eq!(c.cameras[1].segment_seconds, 4);
         assert_eq!(c.supervision, SupervisionConfig::default());
@@ -672,7 +920,7 @@ stall_seconds = 20
             .replace("\"cam1\"", "\"../cam1\"")
             .replace("rtsp://admin:secret@127.0.0.1:8554/cam1", "not a url")
             .replace("127.0.0.1:8000", "localhost")
-            .replace("stall_seconds = 20", "stall_seconds = 5");
+            .replace("stall_seconds = 20", "stall_seconds = 0");
         let p = problems(&text);
         assert_eq!(p.len(), 5, "{p:#?}");
         assert!(
@@ -696,7 +944,7 @@ stall_seconds = 20
             p[3]
         );
         assert!(
-            p[4].starts_with("cameras[1].stall_seconds: 5 is too short for 4 s segments"),
+            p[4].starts_with("cameras[1].stall_seconds: must be between 1 and 600, got 0"),
             "{}",
             p[4]
         );
@@ -742,6 +990,49 @@ stall_seconds = 20
                 "index.mongodb_uri: mongodb+srv:// (DNS seed lists) is not supported: list the hosts with mongodb://".to_string(),
             ]
         );
+    }
+
+    #[test]
+    fn retention_sizes_and_the_time_zone_are_checked() {
+        let ok = parse(&format!(
+            "[retention]\nmax_bytes = \"2 GiB\"\nmin_free = \"10%\"\ncritical_free = 1000000\nmax_age_days = 30\n{GOOD}"
+        ).replacen("[retention]", "node_id = \"n\"\ndata_dir = \"/d\"\n[retention]", 1).replace("node_id = \"edge-01\"\ndata_dir = \"/var/lib/vigil\"\n", ""));
+        let c = ok.unwrap();
+        assert_eq!(
+            c.retention.max_bytes,
+            Some(Space::Bytes(2 * 1024 * 1024 * 1024))
+        );
+        assert_eq!(c.retention.min_free, Space::Percent(10.0));
+        assert_eq!(c.retention.critical_free.bytes_of(0), 1_000_000);
+        assert_eq!(Space::Percent(5.0).bytes_of(1000), 50);
+        assert_eq!(Space::parse("500 MB"), Ok(Space::Bytes(500_000_000)));
+        assert_eq!(Space::parse("1.5k"), Ok(Space::Bytes(1500)));
+        assert!(
+            Space::parse("5 parsecs")
+                .unwrap_err()
+                .contains("unknown unit")
+        );
+        assert!(Space::parse("120%").is_err());
+        let bad = "node_id = \"n\"\ndata_dir = \"/d\"\n[http]\ntimezone = \"Mars/Olympus\"\n[retention]\nmin_free = \"1%\"\ncritical_free = \"2%\"\nmax_age_days = 0\n";
+        let p = problems(bad);
+        assert_eq!(p.len(), 3, "{p:#?}");
+        assert!(
+            p[0].starts_with("http.timezone: \"Mars/Olympus\" is not a time zone"),
+            "{}",
+            p[0]
+        );
+        assert_eq!(
+            p[1],
+            "retention.max_age_days: must be at least 1 (leave it out for no age limit)"
+        );
+        assert_eq!(p[2], "retention.critical_free: 2% is above min_free (1%)");
+        match parse("node_id = \"n\"\ndata_dir = \"/d\"\n[retention]\nmax_bytes = \"lots\"\n") {
+            Err(Error::ConfigParse { message, .. }) => {
+                assert!(message.contains("is not a size"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse("node_id = \"n\"\ndata_dir = \"/d\"\n[http]\ntimezone = \"UTC\"\n").is_ok());
     }
 
     #[test]

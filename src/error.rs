@@ -79,6 +79,10 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("segment {0} is not in the catalog")]
+    NotInCatalog(i64),
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl Error {
@@ -133,11 +137,14 @@ impl Error {
         }
     }
 
-    /// Worth retrying later (a dependency is down or overloaded), as opposed to a request that will never
-    /// succeed as it is.
+    /// Worth retrying later (a dependency is down or overloaded, the disk is full or busy), as opposed to a
+    /// request that will never succeed as it is. The one place where vigil classifies failures: every retry
+    /// loop asks this, so one bad row is set aside while an outage only pauses.
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::IpfsUnreachable { .. } | Error::Index { .. } | Error::Sql(_) => true,
+            Error::IpfsUnreachable { .. } | Error::Index { .. } => true,
+            Error::Sql(e) | Error::Catalog { source: e, .. } => sql_is_transient(e),
+            Error::Io { source, .. } | Error::Spawn { source, .. } => io_is_transient(source),
             // 401/403: wrong or missing credentials, fixed by the operator: keep the segments waiting.
             Error::IpfsApi { status, .. } => *status >= 500 || matches!(status, 401 | 403 | 429),
             Error::Cluster { status, .. } => {
@@ -162,6 +169,28 @@ impl Error {
             _ => &[],
         }
     }
+}
+
+/// A catalog error that goes away by itself: another writer holds the lock, the disk is full or failing for a
+/// moment. Constraint violations, corruption or a bad query are not.
+pub fn sql_is_transient(e: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode::*;
+    match e.sqlite_error_code() {
+        Some(DatabaseBusy | DatabaseLocked | DiskFull | SystemIoFailure | OutOfMemory) => true,
+        Some(_) => false,
+        None => false,
+    }
+}
+
+/// A file-system error that may go away by itself: a full disk (retention frees space), an interrupted or
+/// busy call, a temporary shortage of file descriptors.
+pub fn io_is_transient(e: &std::io::Error) -> bool {
+    use nix::libc;
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        StorageFull | QuotaExceeded | Interrupted | WouldBlock | TimedOut | ResourceBusy
+    ) || matches!(e.raw_os_error(), Some(code) if [libc::ENOSPC, libc::EMFILE, libc::ENFILE, libc::EIO].contains(&code))
 }
 
 /// Result with vigil's [`Error`].

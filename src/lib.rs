@@ -10,6 +10,9 @@ pub mod hls;
 pub mod index;
 pub mod ipfs;
 pub mod pipeline;
+pub mod playlists;
+pub mod process;
+pub mod retention;
 pub mod tree;
 pub mod web;
 

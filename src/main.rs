@@ -168,13 +168,11 @@ async fn run(config: Config) -> ExitReason {
         tracing::error!(data_dir = %config.data_dir.display(), "cannot create the data folder: {e}");
         return ExitReason::Failed(e.to_string());
     }
-    // ffmpeg processes of an earlier vigil run that died without stopping them (they also get SIGKILL when
-    // vigil dies, through PR_SET_PDEATHSIG; this is the second line of defence).
-    let program = std::path::Path::new(&config.capture.ffmpeg)
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    vigil::capture::process::kill_leftovers(&config.data_dir, &program);
+    // Processes an earlier vigil started and left behind (they also get SIGKILL when vigil dies, through
+    // PR_SET_PDEATHSIG; this is the second line of defence). Only those carrying vigil's marker.
+    let redactor =
+        vigil::process::Redactor::new(config.cameras.iter().flat_map(|c| c.url.secrets()));
+    vigil::process::kill_leftovers(&config.data_dir, &redactor);
     let catalog_path = config.data_dir.join("catalog.sqlite");
     let catalog = match Catalog::open(&catalog_path) {
         Ok(c) => std::sync::Arc::new(c),

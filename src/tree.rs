@@ -20,13 +20,14 @@ use std::time::Duration;
 use supervisors::{BackoffPolicy, ChildHandle, ChildSpec, Shutdown, SupervisorSpec};
 
 use crate::capture;
-use crate::catalog::{Catalog, Stage};
-use crate::config::Config;
+use crate::catalog::{Catalog, Stage, Wake};
+use crate::config::{Config, Secret};
 use crate::index::embedded::Embedded;
 use crate::ipfs::cluster::Cluster;
 use crate::ipfs::kubo::{Auth, Kubo};
 use crate::ipfs::link::{IpfsLink, Link};
-use crate::pipeline::{Deps, IndexSource, Pinning, StageWorker, Wake};
+use crate::pipeline::{Deps, IndexSource, Pinning, StageWorker};
+use crate::retention;
 use crate::web;
 
 /// Backoff and intensity from the config's `[supervision]` table.
@@ -40,14 +41,16 @@ pub(crate) fn tuned(spec: SupervisorSpec, config: &Config) -> SupervisorSpec {
         })
 }
 
-fn auth_of(basic: &Option<String>, bearer: &Option<String>) -> Option<Auth> {
-    if let Some((user, password)) = basic.as_deref().and_then(|b| b.split_once(':')) {
+fn auth_of(basic: &Option<Secret>, bearer: &Option<Secret>) -> Option<Auth> {
+    if let Some((user, password)) = basic.as_ref().and_then(|b| b.expose().split_once(':')) {
         return Some(Auth::Basic {
             user: user.to_string(),
             password: password.to_string(),
         });
     }
-    bearer.clone().map(Auth::Bearer)
+    bearer
+        .as_ref()
+        .map(|b| Auth::Bearer(b.expose().to_string()))
 }
 
 /// The distribution stages (IpfsLink, Pinner, Indexer, Publisher), when `[ipfs]` is configured.
@@ -109,6 +112,7 @@ fn pipeline_children(
         wake: wake.clone(),
     });
     let daemon = ipfs.daemon.clone();
+    let marker = config.data_dir.join("ipfs-daemon").display().to_string();
     let mut children = vec![
         ChildSpec::worker("ipfs_link", move |cx| {
             let link = IpfsLink::new(
@@ -118,7 +122,8 @@ fn pipeline_children(
                 cx.exit.clone(),
                 cx.path.clone(),
                 daemon.clone(),
-            );
+            )
+            .with_marker(marker.clone());
             Ok(ChildHandle::actor(cx, link).0)
         })
         .shutdown(Shutdown::Timeout(Duration::from_secs(8)))
@@ -155,17 +160,21 @@ fn pipeline_children(
 /// The root supervisor for `config`, recording into `catalog`.
 pub fn root(config: &Config, catalog: Arc<Catalog>) -> crate::Result<SupervisorSpec> {
     let wake = Arc::new(Wake::default());
+    let board = Arc::new(capture::Board::default());
     let mut services = tuned(SupervisorSpec::new("services"), config);
     for child in pipeline_children(config, &catalog, &wake)? {
         services = services.child(child);
     }
-    let services = services.child(web::child_spec(config, catalog.clone()));
+    let services = services
+        .child(retention::child_spec(config, catalog.clone()))
+        .child(web::child_spec(config, catalog.clone(), board.clone()));
     let mut cameras = tuned(SupervisorSpec::new("cameras"), config)
         // A camera escalates only after a tight restart loop; many cameras doing so means something systemic.
         .intensity(100, Duration::from_secs(60))
         .dynamic_children("cameras added at run time");
     for cam in config.cameras.iter().filter(|c| c.enabled) {
-        let spec = capture::camera_spec(config, cam, catalog.clone(), wake.clone());
+        let rt = capture::CameraRuntime::new(config, cam, catalog.clone(), wake.clone(), &board);
+        let spec = capture::camera_spec(config, Arc::new(rt));
         cameras = cameras.child(ChildSpec::supervisor(spec));
     }
     Ok(tuned(SupervisorSpec::new("root"), config)
@@ -193,12 +202,16 @@ mod tests {
             "root  [supervisor, one_for_one, at most 3 restarts in 30 s]"
         );
         assert!(lines[1].starts_with("├── services  [supervisor"), "{text}");
+        assert_eq!(
+            lines[2],
+            "│   ├── retention  [worker, permanent]: disk budget of /tmp/x: min free 5%, critical 1%"
+        );
         assert!(
-            lines[2].starts_with("│   └── web  [worker, permanent]"),
+            lines[3].starts_with("│   └── web  [worker, permanent]"),
             "{text}"
         );
-        assert!(lines[3].starts_with("└── cameras  [supervisor"), "{text}");
-        assert!(lines[4].contains("added at run time"), "{text}");
+        assert!(lines[4].starts_with("└── cameras  [supervisor"), "{text}");
+        assert!(lines[5].contains("added at run time"), "{text}");
         let with_cams = Config::parse(
             "node_id = \"n1\"\ndata_dir = \"/d\"\n[[cameras]]\nid = \"c1\"\nfactory_id = \"f\"\nurl = \"rtsp://h/1\"\n",
             std::path::Path::new("t.toml"),
@@ -212,7 +225,7 @@ mod tests {
         let pipeline = root(&with_ipfs, Arc::new(Catalog::in_memory().unwrap()))
             .unwrap()
             .render_tree();
-        let services: Vec<&str> = pipeline.lines().skip(2).take(5).collect();
+        let services: Vec<&str> = pipeline.lines().skip(2).take(6).collect();
         assert!(services[0].starts_with("│   ├── ipfs_link  [worker, permanent]: health of the IPFS API at http://127.0.0.1:5001"), "{pipeline}");
         assert!(
             services[1].starts_with("│   ├── pinner  [worker, permanent]: add to IPFS"),
@@ -224,13 +237,14 @@ mod tests {
             "{pipeline}"
         );
         assert!(services[3].starts_with("│   ├── publisher  [worker, permanent]: announce on pubsub topic \"vigil-segments\""), "{pipeline}");
-        assert!(services[4].starts_with("│   └── web"), "{pipeline}");
+        assert!(services[4].starts_with("│   ├── retention"), "{pipeline}");
+        assert!(services[5].starts_with("│   └── web"), "{pipeline}");
         let text = root(&with_cams, Arc::new(Catalog::in_memory().unwrap()))
             .unwrap()
             .render_tree();
         assert!(
             text.contains(
-                "    ├── c1  [supervisor, rest_for_one, at most 30 restarts in 60 s, permanent]"
+                "    ├── c1  [supervisor, rest_for_one, at most 60 restarts in 60 s, permanent]"
             ),
             "{text}"
         );

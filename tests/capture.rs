@@ -74,28 +74,14 @@ fn records_segments_whose_catalogue_matches_the_files_and_serves_them() {
             );
         }
     }
-    // Times are anchored at the session's start (ffmpeg's spawn), not at ffmpeg's PROGRAM-DATE-TIME, which is
-    // stamped after input probing and lags the first frame (by about 2 s here).
+    // The segments are on disk as ffmpeg's segment list names them, and the list is all there is to read.
     let session = &rows[0].session;
-    assert_eq!(
-        Some(rows[0].start_ms),
-        vigil::capture::session::started_ms(session)
-    );
-    let ffmpeg_playlist =
-        std::fs::read_to_string(data.join("cam1").join(session).join("index.m3u8")).unwrap();
-    let pdt0 = vigil::capture::watcher::parse_ffmpeg_playlist(&ffmpeg_playlist)[0]
-        .start_ms
-        .unwrap();
-    figure(
-        "timing",
-        &format!(
-            "ffmpeg's first PROGRAM-DATE-TIME lags its spawn by {} ms (vigil anchors at the spawn)",
-            pdt0 - rows[0].start_ms
-        ),
-    );
+    let list =
+        std::fs::read_to_string(data.join("cam1").join(session).join("segments.csv")).unwrap();
+    assert!(list.lines().count() >= rows.len() - 1, "{list}");
     assert!(
-        pdt0 > rows[0].start_ms,
-        "ffmpeg's date is later than the spawn"
+        !data.join("cam1").join(session).join("index.m3u8").exists(),
+        "no ffmpeg playlist rewritten per segment"
     );
     let now_ms = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -246,9 +232,38 @@ fn a_killed_ffmpeg_starts_a_new_session_and_every_playlist_marks_the_join() {
         restart_log.contains("child=ffmpeg") && restart_log.contains("signal: 9"),
         "{restart_log}"
     );
+    // The killed run had recorded: the restart is immediate.
     assert!(
-        restart_log.contains("attempt=1") && restart_log.contains("delay_ms="),
+        restart_log.contains("attempt=1") && restart_log.contains("delay_ms=0 "),
         "{restart_log}"
+    );
+    // The segment ffmpeg was writing when it died is catalogued as the old session's last, and plays.
+    let old_rows: Vec<_> = segments(&data, "cam1")
+        .into_iter()
+        .filter(|s| s.session == old_session)
+        .collect();
+    let listed = std::fs::read_to_string(data.join("cam1").join(&old_session).join("segments.csv"))
+        .unwrap()
+        .lines()
+        .count();
+    assert_eq!(
+        old_rows.len(),
+        listed + 1,
+        "the partial segment is catalogued too"
+    );
+    let partial = old_rows.last().unwrap();
+    let probed = ffprobe_duration(data.join(&partial.path).to_str().unwrap());
+    assert!(
+        probed > 0.0 && (probed - partial.duration_ms as f64 / 1000.0).abs() < 0.1,
+        "partial segment: ffprobe {probed} s, catalogue {} ms",
+        partial.duration_ms
+    );
+    figure(
+        "recovery",
+        &format!(
+            "ffmpeg SIGKILL → partial segment kept: {:.2} s of footage",
+            probed
+        ),
     );
     let new_sessions = sessions(&data, "cam1");
     assert_eq!(
@@ -352,7 +367,8 @@ fn recording_survives_camera_reboot_freeze_and_a_long_outage() {
     let mut cam = Camera::start(1);
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    // A long RTSP timeout, so that a frozen camera is caught by vigil's stall watchdog, not by ffmpeg.
+    // A long RTSP timeout, so that a frozen camera is caught by vigil's stall watchdog (default stall_seconds 3),
+    // not by ffmpeg.
     let extra = "[capture]\nrtsp_timeout_seconds = 30\n[supervision]\nbackoff_initial_ms = 500\nbackoff_max_seconds = 30\n";
     let mut vigil = start_vigil(dir.path(), &[("cam1", cam.url(1))], extra);
     wait_segments(&data, "cam1", 2, Duration::from_secs(30));
@@ -386,8 +402,9 @@ fn recording_survives_camera_reboot_freeze_and_a_long_outage() {
     let before = ffmpeg_of(&data, "cam1").expect("ffmpeg runs");
     let n = count_sessions(&data);
     cam.freeze();
-    let detected = wait_until("the stall watchdog fired", Duration::from_secs(8), || {
-        vigil.log().contains("stalled: no finished segment")
+    let frozen_session = sessions(&data, "cam1").last().unwrap().clone();
+    let detected = wait_until("the stall watchdog fired", Duration::from_secs(4), || {
+        vigil.log().contains("stalled: no bytes written")
     });
     let t = wait_until(
         "the frozen camera's ffmpeg ended",
@@ -397,7 +414,7 @@ fn recording_survives_camera_reboot_freeze_and_a_long_outage() {
     figure(
         "recovery",
         &format!(
-            "camera frozen → stall detected: {:.2} s (stall_seconds 6), frozen ffmpeg gone {:.2} s later",
+            "camera frozen → stall detected: {:.2} s (stall_seconds 3), frozen ffmpeg gone {:.2} s later",
             detected.as_secs_f64(),
             t.as_secs_f64()
         ),
@@ -406,6 +423,28 @@ fn recording_survives_camera_reboot_freeze_and_a_long_outage() {
         zombies_of(vigil.pid()).is_empty(),
         "the stalled ffmpeg was reaped"
     );
+    // The stall-killed session's partial segment is catalogued and readable.
+    wait_until(
+        "the frozen session is closed",
+        Duration::from_secs(10),
+        || {
+            catalog(&data)
+                .session_closed("cam1", &frozen_session)
+                .unwrap()
+                == Some(true)
+        },
+    );
+    let frozen: Vec<_> = segments(&data, "cam1")
+        .into_iter()
+        .filter(|s| s.session == frozen_session)
+        .collect();
+    for s in &frozen {
+        assert!(
+            ffprobe_duration(data.join(&s.path).to_str().unwrap()) > 0.0,
+            "{} plays",
+            s.path
+        );
+    }
     std::thread::sleep(Duration::from_secs(2));
     cam.thaw();
     let thawed = Instant::now();
@@ -531,52 +570,43 @@ fn a_sigkilled_vigil_leaves_no_ffmpeg_and_a_restart_catalogues_what_it_missed() 
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let mut vigil = start_vigil(dir.path(), &[("cam1", cam.url(1))], "");
-    wait_segments(&data, "cam1", 4, Duration::from_secs(30));
+    wait_segments(&data, "cam1", 3, Duration::from_secs(30));
     let ffmpeg = ffmpeg_of(&data, "cam1").unwrap();
+    // vigil hangs (SIGSTOP) while ffmpeg goes on recording: segments get listed that nobody catalogues; then
+    // vigil is killed, and ffmpeg with it, mid-segment.
+    let before = segments(&data, "cam1").len();
+    vigil.signal(Signal::SIGSTOP);
+    std::thread::sleep(Duration::from_secs(5));
     vigil.signal(Signal::SIGKILL);
     vigil.wait_exit(Duration::from_secs(5));
     wait_until("ffmpeg died with vigil", Duration::from_secs(3), || {
         ffmpeg_of(&data, "cam1").is_none()
     });
     assert!(!procs().iter().any(|p| p.pid == ffmpeg && p.state != 'Z'));
-
-    // What a crash between rename and catalogue insert leaves: files the catalogue does not know, one of them
-    // not even in ffmpeg's playlist (killed between the rename and the playlist write).
     let session = sessions(&data, "cam1")[0].clone();
     let sdir = data.join("cam1").join(&session);
-    let files = snapshot(&sdir).len();
-    {
-        let conn = rusqlite::Connection::open(data.join("catalog.sqlite")).unwrap();
-        let n = conn
-            .execute("DELETE FROM segments WHERE id IN (SELECT id FROM segments ORDER BY seq DESC LIMIT 2)", [])
-            .unwrap();
-        assert_eq!(n, 2);
-    }
-    let playlist = std::fs::read_to_string(sdir.join("index.m3u8")).unwrap();
-    let last_ts = playlist
-        .lines()
-        .rfind(|l| l.ends_with(".ts"))
-        .unwrap()
-        .to_string();
-    let trimmed: Vec<&str> = playlist.lines().collect();
-    let cut = trimmed.iter().position(|l| *l == last_ts).unwrap();
-    // Drop the last segment's EXTINF (and PROGRAM-DATE-TIME) and URI lines.
-    let keep: Vec<&str> = trimmed[..cut]
-        .iter()
-        .copied()
-        .rev()
-        .skip_while(|l| l.starts_with("#EXTINF") || l.starts_with("#EXT-X-PROGRAM-DATE-TIME"))
-        .collect::<Vec<_>>()
+    let files: Vec<String> = snapshot(&sdir)
         .into_iter()
-        .rev()
+        .filter(|(_, (len, _))| *len > 0)
+        .map(|(name, _)| name)
         .collect();
-    std::fs::write(sdir.join("index.m3u8"), keep.join("\n") + "\n").unwrap();
+    let listed = std::fs::read_to_string(sdir.join("segments.csv"))
+        .unwrap()
+        .lines()
+        .count();
+    assert!(
+        listed >= before + 2,
+        "ffmpeg listed segments while vigil hung ({before} → {listed})"
+    );
+    assert_eq!(files.len(), listed + 1, "and left a partial one: {files:?}");
 
-    // And an ffmpeg left over from an earlier run that is not vigil's child at all.
-    let leftover_dir = data.join("cam1").join("leftover");
-    std::fs::create_dir_all(&leftover_dir).unwrap();
-    let mut leftover = std::process::Command::new("ffmpeg")
-        .args([
+    // Two ffmpeg processes writing under the data folder: one that an earlier vigil started (it carries
+    // vigil's marker), and an operator's own.
+    let spawn_ffmpeg = |name: &str, marker: bool| {
+        let out = data.join("cam1").join(name);
+        std::fs::create_dir_all(&out).unwrap();
+        let mut c = std::process::Command::new("ffmpeg");
+        c.args([
             "-v",
             "error",
             "-rtsp_transport",
@@ -586,14 +616,22 @@ fn a_sigkilled_vigil_leaves_no_ffmpeg_and_a_restart_catalogues_what_it_missed() 
             "-c",
             "copy",
             "-f",
-            "hls",
+            "segment",
         ])
-        .arg(leftover_dir.join("index.m3u8"))
+        .arg(out.join("seg_%05d.ts"))
         .stdin(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
-        .process_group(0)
-        .spawn()
-        .unwrap();
+        .process_group(0);
+        if marker {
+            c.env(
+                vigil::process::MARKER,
+                data.join("cam1").display().to_string(),
+            );
+        }
+        c.spawn().unwrap()
+    };
+    let mut leftover = spawn_ffmpeg("leftover", true);
+    let mut operators = spawn_ffmpeg("operator", false);
     std::thread::sleep(Duration::from_millis(500));
     assert!(
         leftover.try_wait().unwrap().is_none(),
@@ -609,45 +647,49 @@ fn a_sigkilled_vigil_leaves_no_ffmpeg_and_a_restart_catalogues_what_it_missed() 
     assert!(
         vigil
             .log()
-            .contains("killing ffmpeg left over by an earlier vigil run")
-    );
-    wait_until(
-        "the missed segments are catalogued again",
-        Duration::from_secs(15),
-        || catalog(&data).seqs("cam1", &session).unwrap().len() == files,
+            .contains("killing a process an earlier vigil run left behind")
     );
     assert!(
-        vigil
-            .log()
-            .contains("catalogued a finished segment its playlist never listed"),
-        "{}",
-        vigil.log()
+        operators.try_wait().unwrap().is_none(),
+        "an ffmpeg without vigil's marker is never touched"
+    );
+    let _ = operators.kill();
+    let _ = operators.wait();
+    wait_until(
+        "the missed segments are catalogued",
+        Duration::from_secs(15),
+        || catalog(&data).session_closed("cam1", &session).unwrap() == Some(true),
     );
     let rows: Vec<_> = segments(&data, "cam1")
         .into_iter()
         .filter(|s| s.session == session)
         .collect();
     assert_eq!(
-        rows.len(),
+        rows.iter()
+            .map(|r| r.path.rsplit('/').next().unwrap().to_string())
+            .collect::<Vec<_>>(),
         files,
-        "every finished file of the old session is catalogued exactly once"
+        "every file of the old session is catalogued exactly once, the partial one included"
+    );
+    assert!(
+        vigil
+            .log()
+            .contains("catalogued the partial last segment of an ended ffmpeg run"),
+        "{}",
+        vigil.log()
     );
     for w in rows.windows(2) {
         let gap = w[1].start_ms - (w[0].start_ms + w[0].duration_ms);
         assert!(
             gap.abs() <= 200,
-            "orphan timed in sequence: gap {gap} ms at seq {}",
+            "timed in sequence: gap {gap} ms at seq {}",
             w[1].seq
         );
     }
     wait_until(
         "recording again in a new session",
         Duration::from_secs(20),
-        || {
-            segments(&data, "cam1")
-                .iter()
-                .any(|s| s.session != session && s.session != "leftover")
-        },
+        || segments(&data, "cam1").iter().any(|s| s.session != session),
     );
     vigil.stop();
     no_ffmpeg_left(&data);

@@ -1,9 +1,18 @@
-//! The `Ffmpeg` actor: one ffmpeg process per run, copying the camera's RTSP stream into HLS in a NEW session
-//! folder. It ends (and is restarted by its supervisor with backoff) whenever ffmpeg exits — also with status 0,
-//! which is what ffmpeg does when a camera drops — and when its stall watchdog sees no finished segment for
-//! `stall_seconds`. It stops ffmpeg with SIGTERM, then SIGKILLs the whole process group after a grace period;
-//! the process is always reaped.
+//! The `Ffmpeg` actor: one ffmpeg process per run, copying the camera's RTSP stream into MPEG-TS segments in
+//! a NEW session folder. ffmpeg's `segment` muxer streams every segment to disk as it is received
+//! (`flush_packets=1`), so when ffmpeg dies the partial segment is on disk, and it appends one line per
+//! finished segment to `segments.csv`: the watcher's work per segment is O(1), whatever the session's length.
+//!
+//! Liveness is judged by progress on disk: no byte added to the current segment for `stall_seconds` (a frozen
+//! camera, a dead connection) and ffmpeg is stopped — SIGTERM, SIGKILL of its process group a second later,
+//! always reaped. Nothing vigil does itself (cataloguing, a slow catalog) enters into it.
+//!
+//! The actor ends whenever ffmpeg exits (also with status 0, which is what ffmpeg does when a camera drops);
+//! its supervisor restarts it: at once after a run that recorded something, with backoff after failures.
+//! Why it ended is classified for the camera's status: the camera rejected our credentials (401/403), has no
+//! such stream (404), the disk is full, or it dropped. Each change of state is logged once, in plain words.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,24 +20,37 @@ use actix::prelude::*;
 use nix::sys::signal::Signal;
 use supervisors::{Clock, ExitSlot, Terminate};
 
-use super::process::ProcessGroup;
-use super::{CameraRuntime, session};
+use super::probe::Outcome;
+use super::{CameraRuntime, Note, State, session};
+use crate::process::{Command, ProcessGroup};
 
-/// How long ffmpeg gets to finish its last segment after SIGTERM before its group is SIGKILLed.
+/// How long ffmpeg gets to finish its segment after SIGTERM at shutdown before its group is SIGKILLed.
 pub const TERM_GRACE: Duration = Duration::from_secs(3);
-/// How often the stall watchdog looks.
-const WATCHDOG_TICK: Duration = Duration::from_millis(500);
+/// After a stall: a frozen ffmpeg flushes nothing, so it gets only a short grace.
+pub const STALL_GRACE: Duration = Duration::from_secs(1);
+/// How often the watchdog looks at the current segment's size.
+const WATCHDOG_TICK: Duration = Duration::from_millis(250);
 /// Stderr lines kept for the restart log.
 const STDERR_LINES: usize = 8;
+/// The segment list ffmpeg appends to.
+pub const SEGMENT_LIST: &str = "segments.csv";
+
+/// A segment file's name.
+pub fn segment_name(seq: i64) -> String {
+    format!("seg_{seq:05}.ts")
+}
+
+/// `seg_00042.ts` → 42.
+pub fn seq_of(file: &str) -> Option<i64> {
+    file.strip_prefix("seg_")?.strip_suffix(".ts")?.parse().ok()
+}
 
 /// ffmpeg's arguments for one run into `dir`.
-pub fn args(
-    url: &str,
-    segment_seconds: u32,
-    rtsp_timeout_seconds: u32,
-    dir: &std::path::Path,
-) -> Vec<String> {
+pub fn args(url: &str, segment_seconds: u32, rtsp_timeout_seconds: u32, dir: &Path) -> Vec<String> {
     let d = dir.display();
+    // Cut at the first keyframe at least segment_seconds - delta after the last cut: a keyframe one frame
+    // short of the mark does not make the segment twice as long.
+    let delta = f64::from(segment_seconds) / 4.0;
     [
         "-hide_banner",
         "-nostdin",
@@ -39,25 +61,124 @@ pub fn args(
         "tcp",
         "-timeout",
         &(u64::from(rtsp_timeout_seconds) * 1_000_000).to_string(),
+        // Probe the input briefly: the first segment reaches the disk ~0.7 s after the spawn instead of ~2.5 s.
+        "-fpsprobesize",
+        "0",
+        "-analyzeduration",
+        "200000",
+        "-probesize",
+        "2000000",
         "-i",
         url,
         "-c",
         "copy",
         "-f",
-        "hls",
-        "-hls_time",
+        "segment",
+        "-segment_time",
         &segment_seconds.to_string(),
-        "-hls_list_size",
-        "0",
-        "-hls_flags",
-        "independent_segments+program_date_time+temp_file",
-        "-hls_segment_filename",
+        "-segment_time_delta",
+        &format!("{delta:.3}"),
+        "-segment_format",
+        "mpegts",
+        "-segment_format_options",
+        "flush_packets=1",
+        "-segment_list",
+        &format!("{d}/{SEGMENT_LIST}"),
+        "-segment_list_type",
+        "csv",
         &format!("{d}/seg_%05d.ts"),
-        &format!("{d}/index.m3u8"),
     ]
     .iter()
     .map(|s| s.to_string())
     .collect()
+}
+
+/// Why a run ended, from what ffmpeg printed last.
+fn classify(stderr: &str) -> (State, Option<&'static str>) {
+    let s = stderr.to_ascii_lowercase();
+    if s.contains("401 unauthorized") || s.contains("authorization failed") {
+        (State::AuthFailed, Some("RTSP 401 Unauthorized"))
+    } else if s.contains("403 forbidden") {
+        (State::AuthFailed, Some("RTSP 403 Forbidden"))
+    } else if s.contains("404 not found") {
+        (State::NotFound, Some("RTSP 404 Not Found"))
+    } else if s.contains("no space left on device") {
+        (State::DiskFull, Some("no space left on device"))
+    } else {
+        (State::Reconnecting, None)
+    }
+}
+
+/// Log a camera's change of state once, in plain words, with what vigil does next.
+pub fn announce(rt: &CameraRuntime, state: State, detail: &str, now_ms: i64) {
+    let problem = !matches!(state, State::Recording | State::Starting | State::Stopped);
+    let Some(was) = rt
+        .status
+        .set(state, problem.then(|| detail.to_string()), now_ms)
+    else {
+        return;
+    };
+    let id = &rt.config.id;
+    let cap = rt.backoff_max.as_secs();
+    match state {
+        State::AuthFailed => {
+            tracing::warn!(camera = %id, "camera {id} rejects our credentials ({detail}): check the user and password in its URL. vigil retries with growing delays (at most every {cap} s) and starts recording as soon as the camera accepts them; this is logged again only when it changes")
+        }
+        State::NotFound => {
+            tracing::warn!(camera = %id, "camera {id} has no stream at the configured path ({detail}): check the path in its URL. vigil retries with growing delays (at most every {cap} s)")
+        }
+        State::DiskFull => {
+            tracing::warn!(camera = %id, "camera {id} cannot record: {detail}. Retention frees space; recording resumes by itself")
+        }
+        State::Stalled => {
+            tracing::warn!(camera = %id, "camera {id} stalled: {detail}; restarting ffmpeg")
+        }
+        State::Reconnecting if was == State::Recording || was == State::Starting => {
+            tracing::info!(camera = %id, "camera {id}: {detail}; reconnecting (at once after a run that recorded, then with backoff, probing the camera meanwhile)")
+        }
+        State::Recording if was != State::Starting => {
+            tracing::info!(camera = %id, "camera {id} is recording again (was {})", was.describe())
+        }
+        _ => {}
+    }
+}
+
+/// A readiness probe's answer, reflected in the camera's status (only problems are: "ready" is confirmed by
+/// ffmpeg writing).
+pub fn probed(rt: &CameraRuntime, outcome: &Outcome) {
+    let now = chrono::Utc::now().timestamp_millis();
+    match outcome {
+        Outcome::AuthRejected(code) => announce(
+            rt,
+            State::AuthFailed,
+            &format!("RTSP {code} to DESCRIBE"),
+            now,
+        ),
+        Outcome::NotFound => announce(rt, State::NotFound, "RTSP 404 to DESCRIBE", now),
+        _ => {}
+    }
+}
+
+/// What the watchdog saw: the newest segment file and its size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Progress {
+    seq: i64,
+    bytes: u64,
+}
+
+/// Find the newest segment file from `from` on (a few stats) and its size.
+fn look(dir: &Path, from: i64) -> Progress {
+    let mut seq = from;
+    for _ in 0..10_000 {
+        if !dir.join(segment_name(seq + 1)).exists() {
+            break;
+        }
+        seq += 1;
+    }
+    let bytes = std::fs::metadata(dir.join(segment_name(seq)))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    Progress { seq, bytes }
 }
 
 /// One ffmpeg run.
@@ -68,8 +189,14 @@ pub struct Ffmpeg {
     path: String,
     group: Option<ProcessGroup>,
     session: String,
+    dir: PathBuf,
     started: Instant,
     stopping: bool,
+    stalled: bool,
+    progress: Option<Progress>,
+    last_progress: Instant,
+    looking: bool,
+    healthy: bool,
 }
 
 impl Ffmpeg {
@@ -87,9 +214,19 @@ impl Ffmpeg {
             path,
             group: None,
             session: String::new(),
+            dir: PathBuf::new(),
             started,
             stopping: false,
+            stalled: false,
+            progress: None,
+            last_progress: started,
+            looking: false,
+            healthy: false,
         }
+    }
+
+    fn now_ms(&self) -> i64 {
+        chrono::DateTime::<chrono::Utc>::from(self.clock.wall()).timestamp_millis()
     }
 
     fn stderr_summary(&self) -> String {
@@ -99,8 +236,8 @@ impl Ffmpeg {
             .unwrap_or_default()
     }
 
-    /// SIGTERM now, SIGKILL of the whole group after the grace period; the exit future then stops the actor.
-    fn terminate(&mut self, ctx: &mut Context<Self>) {
+    /// SIGTERM now, SIGKILL of the whole group after `grace`; the exit future then stops the actor.
+    fn terminate(&mut self, ctx: &mut Context<Self>, grace: Duration) {
         if self.stopping {
             return;
         }
@@ -110,48 +247,47 @@ impl Ffmpeg {
             return;
         };
         group.signal(Signal::SIGTERM);
-        ctx.spawn(actix::fut::wrap_future(self.clock.sleep(TERM_GRACE)).map(|(), act: &mut Self, _| {
+        ctx.spawn(actix::fut::wrap_future(self.clock.sleep(grace)).map(move |(), act: &mut Self, _| {
             if let Some(g) = &act.group
                 && !g.reaped()
             {
-                tracing::warn!(actor = %act.path, pid = g.pid(), "ffmpeg ignored SIGTERM for {} s: SIGKILL to its process group", TERM_GRACE.as_secs());
+                tracing::warn!(actor = %act.path, pid = g.pid(), "ffmpeg still running {} ms after SIGTERM: SIGKILL to its process group", grace.as_millis());
                 g.signal(Signal::SIGKILL);
             }
         }));
     }
-}
 
-impl Actor for Ffmpeg {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Context<Self>) {
+    /// The session folder exists: start ffmpeg into it.
+    fn launch(&mut self, ctx: &mut Context<Self>) {
         let cfg = &self.cam.config;
-        let (session, dir) = match session::create(&self.cam.dir, chrono::Utc::now()) {
-            Ok(s) => s,
-            Err(e) => {
-                self.exit.fail(e.to_string());
-                ctx.stop();
-                return;
-            }
+        let command = Command {
+            program: self.cam.ffmpeg.clone(),
+            args: args(
+                cfg.url.expose(),
+                cfg.segment_seconds,
+                self.cam.rtsp_timeout_seconds,
+                &self.dir,
+            ),
+            marker: self.cam.dir.display().to_string(),
+            keep: STDERR_LINES,
+            label: self.path.clone(),
+            redactor: self.cam.redactor.clone(),
         };
-        let args = args(
-            &cfg.url,
-            cfg.segment_seconds,
-            self.cam.rtsp_timeout_seconds,
-            &dir,
-        );
-        let spawned = match ProcessGroup::spawn(&self.cam.ffmpeg, &args, STDERR_LINES, &self.path) {
+        // The watcher follows the session from now on (before ffmpeg can write anything).
+        self.cam.note(Note::Started(self.session.clone()));
+        let spawned = match self.cam.spawner.spawn(&command) {
             Ok(s) => s,
             Err(e) => {
-                self.exit.fail(e.to_string());
+                self.exit.fail(self.cam.redactor.redact(&e.to_string()));
                 ctx.stop();
                 return;
             }
         };
         self.started = self.clock.now();
-        self.cam.progress.begin(&session, self.started);
-        tracing::info!(actor = %self.path, pid = spawned.group.pid(), %session, url = %cfg.redacted_url(), "ffmpeg recording into {}", dir.display());
-        self.session = session;
+        self.last_progress = self.started;
+        let session = self.session.clone();
+        self.cam.status.update(|s| s.session = Some(session));
+        tracing::info!(actor = %self.path, pid = spawned.group.pid(), session = %self.session, url = %cfg.url, "ffmpeg recording into {}", self.dir.display());
         self.group = Some(spawned.group);
 
         ctx.spawn(
@@ -161,79 +297,161 @@ impl Actor for Ffmpeg {
                     Ok(s) => s.to_string(),
                     Err(e) => format!("unknown status ({e})"),
                 };
-                if !act.stopping {
+                if !act.stopping || act.stalled {
+                    let tail = act.stderr_summary();
+                    if !act.stalled {
+                        let (state, detail) = classify(&tail);
+                        let detail = detail.map_or_else(
+                            || format!("ffmpeg {status} after {:.1} s", ran.as_secs_f64()),
+                            str::to_string,
+                        );
+                        announce(&act.cam, state, &detail, act.now_ms());
+                    }
                     act.exit.fail(format!(
-                        "ffmpeg {status} after {:.1} s in session {}; last stderr: {}",
+                        "ffmpeg {status} after {:.1} s in session {}; last stderr: {tail}",
                         ran.as_secs_f64(),
                         act.session,
-                        act.stderr_summary()
                     ));
                 }
                 ctx.stop();
             }),
         );
 
-        // Stall watchdog, on the injected clock.
+        // The watchdog, on the injected clock.
         let clock = self.clock.clone();
         let addr = ctx.address();
         actix_rt::spawn(async move {
             while addr.connected() {
                 clock.sleep(WATCHDOG_TICK).await;
-                addr.do_send(CheckStall);
+                addr.do_send(Look);
             }
         });
     }
+}
+
+impl Actor for Ffmpeg {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // A new, never-used folder, created off this thread (the disk may be slow).
+        let camera_dir = self.cam.dir.clone();
+        let now = chrono::DateTime::<chrono::Utc>::from(self.clock.wall());
+        let create = tokio::task::spawn_blocking(move || session::create(&camera_dir, now));
+        ctx.wait(actix::fut::wrap_future(create).map(
+            |created, act: &mut Self, ctx| match created {
+                Ok(Ok((session, dir))) => {
+                    act.session = session;
+                    act.dir = dir;
+                    if act.stopping {
+                        ctx.stop();
+                    } else {
+                        act.launch(ctx);
+                    }
+                }
+                Ok(Err(e)) => {
+                    if crate::error::Error::is_transient(&e) {
+                        announce(&act.cam, State::DiskFull, &e.to_string(), act.now_ms());
+                    }
+                    act.exit.fail(e.to_string());
+                    ctx.stop();
+                }
+                Err(e) => {
+                    act.exit.fail(format!("creating the session folder: {e}"));
+                    ctx.stop();
+                }
+            },
+        ));
+    }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
-        self.cam.progress.end(&self.session);
-        // The run is over: the watcher catalogues what it left (orphans too) and closes the session.
-        self.cam.rescan(&self.session);
-        // A run that never got a segment (camera unreachable) leaves nothing worth a folder: without this, a
-        // day-long outage would leave thousands of empty session folders.
         if !self.session.is_empty() {
-            let dir = self.cam.dir.join(&self.session);
-            let has_media = std::fs::read_dir(&dir)
-                .map(|entries| {
-                    entries
-                        .flatten()
-                        .any(|e| e.file_name().to_string_lossy().contains(".ts"))
-                })
-                .unwrap_or(true);
-            if !has_media {
-                let _ = std::fs::remove_dir_all(&dir);
-            }
+            // The run is over (ffmpeg reaped): the watcher catalogues what it left, the partial last segment
+            // included, and closes the session.
+            self.cam.note(Note::Ended(self.session.clone()));
         }
+        // Dropping the group SIGKILLs it if it is somehow still there.
+        self.group.take();
     }
 }
 
 #[derive(Message)]
 #[rtype(result = "()")]
-struct CheckStall;
+struct Look;
 
-impl Handler<CheckStall> for Ffmpeg {
+impl Handler<Look> for Ffmpeg {
     type Result = ();
-    fn handle(&mut self, _: CheckStall, ctx: &mut Context<Self>) {
-        if self.stopping || self.group.is_none() {
+    fn handle(&mut self, _: Look, ctx: &mut Context<Self>) {
+        if self.stopping || self.group.is_none() || self.looking {
+            return;
+        }
+        self.looking = true;
+        let (dir, from) = (self.dir.clone(), self.progress.map_or(0, |p| p.seq));
+        let looked = tokio::task::spawn_blocking(move || look(&dir, from));
+        ctx.spawn(
+            actix::fut::wrap_future(looked).map(|r, act: &mut Self, ctx| {
+                act.looking = false;
+                act.on_looked(r.ok(), ctx);
+            }),
+        );
+    }
+}
+
+impl Ffmpeg {
+    fn on_looked(&mut self, seen: Option<Progress>, ctx: &mut Context<Self>) {
+        if self.stopping {
+            return;
+        }
+        let now = self.clock.now();
+        // A look that could not be made (the blocking pool is stuck on a slow disk) proves nothing either way.
+        if let Some(p) = seen
+            && p.bytes > 0
+            && Some(p) != self.progress
+        {
+            let first = self.progress.is_none_or(|q| q.bytes == 0);
+            self.progress = Some(p);
+            self.last_progress = now;
+            let wall = self.now_ms();
+            self.cam.status.update(|s| s.last_write_ms = Some(wall));
+            if first {
+                announce(&self.cam, State::Recording, "bytes are flowing", wall);
+            }
+            if p.seq >= 1 && !self.healthy {
+                // A segment is finished: this run recorded footage, so if it ends now the restart is immediate.
+                self.healthy = true;
+                self.exit.healthy();
+            }
             return;
         }
         let stall = Duration::from_secs(u64::from(self.cam.config.stall_seconds));
-        let last = self
-            .cam
-            .progress
-            .last(&self.session)
-            .unwrap_or(self.started)
-            .max(self.started);
-        let quiet = self.clock.now().saturating_duration_since(last);
-        if quiet >= stall {
-            let why = format!(
-                "stalled: no finished segment for {:.1} s (stall_seconds = {}); last stderr: {}",
-                quiet.as_secs_f64(),
-                self.cam.config.stall_seconds,
-                self.stderr_summary()
-            );
-            tracing::warn!(actor = %self.path, session = %self.session, "{why}; stopping ffmpeg");
-            self.exit.fail(why);
-            self.terminate(ctx);
+        // Before the first byte ffmpeg connects, probes and waits for a keyframe: allow for a whole GOP.
+        let limit = if self.progress.is_some() {
+            stall
+        } else {
+            stall.max(Duration::from_secs(
+                2 * u64::from(self.cam.config.segment_seconds) + 3,
+            ))
+        };
+        let quiet = now.saturating_duration_since(self.last_progress);
+        if quiet >= limit {
+            let why = if self.progress.is_some() {
+                format!(
+                    "no bytes written for {:.1} s (stall_seconds = {})",
+                    quiet.as_secs_f64(),
+                    self.cam.config.stall_seconds
+                )
+            } else {
+                format!(
+                    "nothing recorded {:.1} s after ffmpeg started",
+                    quiet.as_secs_f64()
+                )
+            };
+            announce(&self.cam, State::Stalled, &why, self.now_ms());
+            let tail = self.stderr_summary();
+            self.exit
+                .fail(format!("stalled: {why}; last stderr: {tail}"));
+            tracing::warn!(actor = %self.path, session = %self.session, "stalled: {why}; stopping ffmpeg (SIGTERM, SIGKILL after {} ms)", STALL_GRACE.as_millis());
+            self.stalled = true;
+            self.terminate(ctx, STALL_GRACE);
         }
     }
 }
@@ -242,7 +460,9 @@ impl Handler<Terminate> for Ffmpeg {
     type Result = ();
     fn handle(&mut self, _: Terminate, ctx: &mut Context<Self>) {
         tracing::info!(actor = %self.path, session = %self.session, "stopping ffmpeg (SIGTERM, SIGKILL after {} s)", TERM_GRACE.as_secs());
-        self.terminate(ctx);
+        let now = self.now_ms();
+        self.cam.status.set(State::Stopped, None, now);
+        self.terminate(ctx, TERM_GRACE);
     }
 }
 
@@ -251,22 +471,61 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ffmpeg_gets_tcp_a_socket_timeout_and_a_per_session_output() {
-        let a = args("rtsp://cam/1", 2, 5, std::path::Path::new("/d/cam1/S1"));
+    fn ffmpeg_streams_segments_to_disk_with_an_appended_list() {
+        let a = args("rtsp://cam/1", 2, 5, Path::new("/d/cam1/S1"));
         let s = a.join(" ");
         assert!(
             s.contains(
-                "-rtsp_transport tcp -timeout 5000000 -i rtsp://cam/1 -c copy -f hls -hls_time 2"
+                "-rtsp_transport tcp -timeout 5000000 -fpsprobesize 0 -analyzeduration 200000"
             ),
             "{s}"
         );
         assert!(
-            s.contains("-hls_flags independent_segments+program_date_time+temp_file"),
+            s.contains(
+                "-i rtsp://cam/1 -c copy -f segment -segment_time 2 -segment_time_delta 0.500"
+            ),
             "{s}"
         );
         assert!(
-            s.ends_with("-hls_segment_filename /d/cam1/S1/seg_%05d.ts /d/cam1/S1/index.m3u8"),
+            s.contains("-segment_format mpegts -segment_format_options flush_packets=1"),
             "{s}"
         );
+        assert!(
+            s.ends_with("-segment_list /d/cam1/S1/segments.csv -segment_list_type csv /d/cam1/S1/seg_%05d.ts"),
+            "{s}"
+        );
+        assert_eq!(seq_of(&segment_name(42)), Some(42));
+        assert_eq!(seq_of("seg_00002.ts.tmp"), None);
+    }
+
+    #[test]
+    fn exits_are_classified_from_what_ffmpeg_printed() {
+        let auth = "[rtsp @ 0x56] method DESCRIBE failed: 401 Unauthorized | rtsp://u:***@h/cam1: Server returned 401 Unauthorized (authorization failed)";
+        assert_eq!(classify(auth).0, State::AuthFailed);
+        assert_eq!(
+            classify("Server returned 403 Forbidden (access denied)").0,
+            State::AuthFailed
+        );
+        assert_eq!(
+            classify("method DESCRIBE failed: 404 Not Found").0,
+            State::NotFound
+        );
+        assert_eq!(
+            classify("seg_00003.ts: No space left on device").0,
+            State::DiskFull
+        );
+        assert_eq!(classify("Connection refused").0, State::Reconnecting);
+        assert_eq!(classify("").0, State::Reconnecting);
+    }
+
+    #[test]
+    fn the_watchdog_finds_the_newest_segment_and_its_size() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(look(dir.path(), 0), Progress { seq: 0, bytes: 0 });
+        std::fs::write(dir.path().join(segment_name(0)), [0u8; 10]).unwrap();
+        std::fs::write(dir.path().join(segment_name(1)), [0u8; 5]).unwrap();
+        assert_eq!(look(dir.path(), 0), Progress { seq: 1, bytes: 5 });
+        std::fs::write(dir.path().join(segment_name(1)), [0u8; 7]).unwrap();
+        assert_eq!(look(dir.path(), 1), Progress { seq: 1, bytes: 7 });
     }
 }

@@ -1,63 +1,174 @@
-//! The capture path: per camera, a rest_for_one `Camera <id>` supervisor with an `Ffmpeg` actor (one ffmpeg
-//! run per session folder) and a `Watcher` actor (finished segments → catalog). The two share the camera's
-//! [`Progress`], which the stall watchdog reads.
+//! The capture path: per camera, a rest_for_one `Camera <id>` supervisor with a `Watcher` actor (finished
+//! segments → catalog) and an `Ffmpeg` actor (one ffmpeg run per session folder, liveness from the bytes it
+//! writes). The two share the camera's [`CameraRuntime`]; the web reads each camera's [`Status`] from the
+//! [`Board`].
+//!
+//! Capture does not know the distribution pipeline: cataloguing a segment wakes the stages
+//! ([`crate::catalog::Wake`]).
 
 pub mod ffmpeg;
 pub mod probe;
-pub mod process;
 pub mod session;
+pub mod timeline;
 pub mod watcher;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
+use serde::Serialize;
 use supervisors::{ChildHandle, ChildSpec, Shutdown, Strategy, SupervisorSpec};
+use tokio::sync::mpsc;
 
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, Wake};
 use crate::config::{CameraConfig, Config};
+use crate::process::{OsSpawner, Redactor, Spawner};
 
-/// Which session ffmpeg is writing now, and when its last segment was catalogued.
-#[derive(Debug, Default)]
-pub struct Progress {
-    inner: Mutex<(Option<String>, Option<Instant>)>,
+/// What a camera is doing, as `GET /api/cameras` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// ffmpeg is connecting (no bytes yet).
+    Starting,
+    /// Bytes are flowing into the current segment.
+    Recording,
+    /// The camera dropped or cannot be reached; retrying with backoff, probing meanwhile.
+    Reconnecting,
+    /// The camera rejects our credentials (RTSP 401/403): fix the URL's user and password.
+    AuthFailed,
+    /// The camera has no stream at this path (RTSP 404): fix the URL's path.
+    NotFound,
+    /// ffmpeg wrote nothing for `stall_seconds` (frozen camera or connection) and was restarted.
+    Stalled,
+    /// The data folder's file system is full; retention is freeing space.
+    DiskFull,
+    /// Not recording: stopped or disabled.
+    Stopped,
 }
 
-impl Progress {
-    fn lock(&self) -> std::sync::MutexGuard<'_, (Option<String>, Option<Instant>)> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-    /// ffmpeg started writing `session`.
-    pub fn begin(&self, session: &str, _now: Instant) {
-        *self.lock() = (Some(session.to_string()), None);
-    }
-    /// ffmpeg of `session` is gone.
-    pub fn end(&self, session: &str) {
-        let mut g = self.lock();
-        if g.0.as_deref() == Some(session) {
-            *g = (None, None);
+impl State {
+    /// Plain words for logs.
+    pub fn describe(self) -> &'static str {
+        match self {
+            State::Starting => "starting",
+            State::Recording => "recording",
+            State::Reconnecting => "reconnecting",
+            State::AuthFailed => "rejecting our credentials",
+            State::NotFound => "without the configured stream",
+            State::Stalled => "stalled",
+            State::DiskFull => "blocked by a full disk",
+            State::Stopped => "stopped",
         }
     }
-    /// The session being written, if any.
-    pub fn current(&self) -> Option<String> {
-        self.lock().0.clone()
+}
+
+/// A camera's current state.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub state: State,
+    /// When the state last changed (unix ms).
+    pub since_ms: i64,
+    /// The last problem, in plain words (secrets redacted).
+    pub last_error: Option<String>,
+    /// The session ffmpeg records into.
+    pub session: Option<String>,
+    /// When ffmpeg last added bytes to a segment (unix ms).
+    pub last_write_ms: Option<i64>,
+    /// When the last segment was catalogued (unix ms).
+    pub last_segment_ms: Option<i64>,
+}
+
+/// One camera's status, shared by its actors and the web.
+#[derive(Debug)]
+pub struct StatusCell(Mutex<Status>);
+
+impl StatusCell {
+    fn new(now_ms: i64) -> StatusCell {
+        StatusCell(Mutex::new(Status {
+            state: State::Starting,
+            since_ms: now_ms,
+            last_error: None,
+            session: None,
+            last_write_ms: None,
+            last_segment_ms: None,
+        }))
     }
-    /// A segment of `session` was catalogued at `now`.
-    pub fn bump(&self, session: &str, now: Instant) {
-        let mut g = self.lock();
-        if g.0.as_deref() == Some(session) {
-            g.1 = Some(now);
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Status> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Set the state (and the error, if given). Returns the previous state if it changed.
+    pub fn set(&self, state: State, error: Option<String>, now_ms: i64) -> Option<State> {
+        let mut s = self.lock();
+        if error.is_some() {
+            s.last_error = error;
         }
-    }
-    /// When the last segment of `session` was catalogued (None if none yet, or another session is current).
-    pub fn last(&self, session: &str) -> Option<Instant> {
-        let g = self.lock();
-        if g.0.as_deref() == Some(session) {
-            g.1
-        } else {
-            None
+        if s.state == state {
+            return None;
         }
+        let was = s.state;
+        s.state = state;
+        s.since_ms = now_ms;
+        Some(was)
     }
+
+    pub fn update(&self, f: impl FnOnce(&mut Status)) {
+        f(&mut self.lock());
+    }
+
+    pub fn snapshot(&self) -> Status {
+        self.lock().clone()
+    }
+}
+
+/// Every camera's status, by id (cameras may be added and removed at run time).
+#[derive(Debug, Default)]
+pub struct Board {
+    cells: RwLock<BTreeMap<String, Arc<StatusCell>>>,
+}
+
+impl Board {
+    /// The cell of `camera`, created if needed.
+    pub fn cell(&self, camera: &str, now_ms: i64) -> Arc<StatusCell> {
+        if let Some(c) = self
+            .cells
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(camera)
+        {
+            return c.clone();
+        }
+        self.cells
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(camera.to_string())
+            .or_insert_with(|| Arc::new(StatusCell::new(now_ms)))
+            .clone()
+    }
+
+    /// The status of `camera`, if it is known.
+    pub fn get(&self, camera: &str) -> Option<Status> {
+        self.cells
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(camera)
+            .map(|c| c.snapshot())
+    }
+}
+
+/// What the watcher hears about: ffmpeg's sessions starting and ending, file-system events, its own ticks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Note {
+    /// ffmpeg is about to record into this session.
+    Started(String),
+    /// ffmpeg's run into this session is over (process reaped): catalogue what is left and close it.
+    Ended(String),
+    /// Something changed in this session's folder.
+    Changed(String),
+    /// Stop after handling everything before this.
+    Quit,
 }
 
 /// What the actors of one camera share.
@@ -66,26 +177,59 @@ pub struct CameraRuntime {
     pub config: CameraConfig,
     /// `<data>/<camera>`
     pub dir: PathBuf,
+    /// The data folder (catalog paths are relative to it).
+    pub data_dir: PathBuf,
     pub ffmpeg: String,
     pub ffprobe: String,
     pub rtsp_timeout_seconds: u32,
-    pub progress: Progress,
+    pub catalog: Arc<Catalog>,
+    pub status: Arc<StatusCell>,
     /// Woken when a segment is catalogued (the distribution pipeline's first stage).
-    pub wake: Arc<crate::pipeline::Wake>,
-    /// The running watcher's scan queue (ffmpeg queues its session when a run ends).
-    pub scan_queue: Mutex<Option<tokio::sync::mpsc::UnboundedSender<String>>>,
+    pub wake: Arc<Wake>,
+    pub spawner: Arc<dyn Spawner>,
+    /// Removes the camera's credentials from anything ffmpeg prints.
+    pub redactor: Redactor,
+    /// The longest restart delay (for messages).
+    pub backoff_max: Duration,
+    /// The running watcher's inbox.
+    pub inbox: Mutex<Option<mpsc::UnboundedSender<Note>>>,
 }
 
 impl CameraRuntime {
-    /// Ask the watcher to rescan `session` (e.g. because its ffmpeg run just ended).
-    pub fn rescan(&self, session: &str) {
+    /// The runtime of `cam` under `config`.
+    pub fn new(
+        config: &Config,
+        cam: &CameraConfig,
+        catalog: Arc<Catalog>,
+        wake: Arc<Wake>,
+        board: &Board,
+    ) -> CameraRuntime {
+        CameraRuntime {
+            config: cam.clone(),
+            dir: config.data_dir.join(&cam.id),
+            data_dir: config.data_dir.clone(),
+            ffmpeg: config.capture.ffmpeg.clone(),
+            ffprobe: ffprobe_for(&config.capture.ffmpeg),
+            rtsp_timeout_seconds: config.capture.rtsp_timeout_seconds,
+            catalog,
+            status: board.cell(&cam.id, chrono::Utc::now().timestamp_millis()),
+            wake,
+            spawner: Arc::new(OsSpawner),
+            redactor: Redactor::new(cam.url.secrets()),
+            backoff_max: Duration::from_secs(config.supervision.backoff_max_seconds),
+            inbox: Mutex::new(None),
+        }
+    }
+
+    /// Tell the running watcher something (dropped if no watcher runs: it rescans open sessions at start).
+    pub fn note(&self, note: Note) {
         if let Some(q) = self
-            .scan_queue
+            .inbox
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .as_ref()
         {
-            let _ = q.send(session.to_string());
+            let _ = q.send(note);
         }
     }
 }
@@ -99,28 +243,20 @@ pub fn ffprobe_for(ffmpeg: &str) -> String {
     }
 }
 
-/// The `Camera <id>` supervisor: rest_for_one over [Watcher, Ffmpeg]. The watcher follows the whole camera folder,
-/// so it needs no restart when ffmpeg starts a new session; started first, it stops last, after ffmpeg has
-/// written its final segment, which it catalogues before vigil exits. (A watcher failure restarts ffmpeg too:
-/// recording resumes in a new session, and the restarted watcher's rescan misses nothing.)
-pub fn camera_spec(
-    config: &Config,
-    cam: &CameraConfig,
-    catalog: Arc<Catalog>,
-    wake: Arc<crate::pipeline::Wake>,
-) -> SupervisorSpec {
-    let rt = Arc::new(CameraRuntime {
-        config: cam.clone(),
-        dir: config.data_dir.join(&cam.id),
-        ffmpeg: config.capture.ffmpeg.clone(),
-        ffprobe: ffprobe_for(&config.capture.ffmpeg),
-        rtsp_timeout_seconds: config.capture.rtsp_timeout_seconds,
-        progress: Progress::default(),
-        wake,
-        scan_queue: Mutex::new(None),
-    });
+/// The `Camera <id>` supervisor for a camera runtime: rest_for_one over [Watcher, Ffmpeg]. The watcher
+/// follows ffmpeg's sessions, so it needs no restart when ffmpeg starts a new one; started first, it stops
+/// last, after ffmpeg has written its final segment, which it catalogues before vigil exits. (A watcher
+/// failure restarts ffmpeg too: recording resumes in a new session, and the restarted watcher's rescan of
+/// the open sessions misses nothing.)
+///
+/// A camera that fails forever stays inside this supervisor: its restarts are paced by backoff (the probe
+/// only cuts a wait short when the camera really serves its stream), so it never reaches the intensity
+/// limit, and the `cameras` supervisor above never sees it fail.
+pub fn camera_spec(config: &Config, rt: Arc<CameraRuntime>) -> SupervisorSpec {
+    let cam = &rt.config;
     let probe_url = cam.url.clone();
     let probe_interval = Duration::from_millis(config.capture.probe_interval_ms);
+    let probe_rt = rt.clone();
     let r = rt.clone();
     let ffmpeg = ChildSpec::worker("ffmpeg", move |cx| {
         let (h, _) = ChildHandle::actor(
@@ -134,30 +270,29 @@ pub fn camera_spec(
     ))
     .probe(probe_interval, move || {
         let url = probe_url.clone();
-        async move { probe::camera_answers(&url, Duration::from_secs(1)).await }
+        let rt = probe_rt.clone();
+        async move {
+            let outcome = probe::check(url.expose(), Duration::from_secs(1)).await;
+            ffmpeg::probed(&rt, &outcome);
+            outcome.is_ready()
+        }
     })
     .about(format!("ffmpeg ← {}", cam.redacted_url()));
     let r = rt.clone();
     let watcher = ChildSpec::worker("watcher", move |cx| {
         let (h, _) = ChildHandle::actor(
             cx,
-            watcher::Watcher::new(
-                r.clone(),
-                catalog.clone(),
-                cx.exit.clone(),
-                cx.clock(),
-                cx.path.clone(),
-            ),
+            watcher::Watcher::new(r.clone(), cx.exit.clone(), cx.clock(), cx.path.clone()),
         );
         Ok(h)
     })
-    // Its last act is a final scan after ffmpeg stopped: give it time even on a loaded machine.
+    // Its last act is cataloguing ffmpeg's final segment: give it time even on a loaded machine.
     .shutdown(Shutdown::Timeout(Duration::from_secs(30)))
     .about(format!("{}/ → catalog", rt.dir.display()));
     crate::tree::tuned(SupervisorSpec::new(cam.id.clone()), config)
         .strategy(Strategy::RestForOne)
         // Backoff bounds a failing camera to a few restarts a minute; this limit is only hit by a tight loop.
-        .intensity(30, Duration::from_secs(60))
+        .intensity(60, Duration::from_secs(60))
         .child(watcher)
         .child(ffmpeg)
 }

@@ -1,74 +1,183 @@
-//! The `Watcher` actor: notices finished segments in a camera's session folders and records them in the
-//! catalog. A segment counts as finished once ffmpeg has renamed its temp file AND listed it in its playlist;
-//! its start time and duration come from that playlist (PROGRAM-DATE-TIME, EXTINF). Every notification just
-//! triggers an idempotent rescan of one session folder, so duplicate, missed or out-of-order events are harmless,
-//! and a rescan of every session at start means a watcher restart misses nothing. Segment files of a FINISHED
-//! session that its playlist never listed (ffmpeg killed between the rename and the playlist write) are
-//! catalogued too, timed with ffprobe.
+//! The `Watcher` actor: catalogues a camera's finished segments, one session at a time, in recording order.
+//!
+//! ffmpeg appends one line per finished segment to its session's `segments.csv` (file, media start, media
+//! end). The watcher follows only the session ffmpeg is writing (inotify on that one folder, plus a periodic
+//! look in case a notification is lost), reads just the bytes appended since its last read, and catalogues
+//! each new segment with its wall-clock start from the session's [`Timeline`]: O(1) per segment, whatever the
+//! session's length or the camera's history.
+//!
+//! When a run ends (crash, SIGKILL, stall kill, camera drop), the watcher reads the list's last lines, then
+//! looks for segment files the list does not name — the partial segment ffmpeg was writing — checks each with
+//! ffprobe and catalogues it as the session's last segment (one that cannot be read is left on disk and
+//! logged, never deleted), then closes the session: it is never scanned again. At start it does the same for
+//! every session a crash left open (the catalog knows which: no directory listing of the history).
+//!
+//! All file-system work, ffprobe and catalog calls run off the supervisors' thread; a catalog that is busy
+//! or a disk that is full only delays cataloguing (retried with backoff), never recording.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::prelude::*;
 use notify::{EventKind, RecursiveMode, Watcher as _};
-use supervisors::{Clock, ExitSlot, Terminate};
+use supervisors::{Backoff, BackoffPolicy, Clock, ExitSlot, FastRandJitter, Terminate};
 use tokio::sync::mpsc;
 
-use super::CameraRuntime;
-use crate::catalog::{Catalog, NewSegment};
+use super::ffmpeg::{SEGMENT_LIST, segment_name, seq_of};
+use super::timeline::{Timeline, observe};
+use super::{CameraRuntime, Note, State};
+use crate::catalog::{NewSegment, Stage};
+use crate::error::{Error, Result};
 
-/// Fallback rescan of the current session, in case a notification was lost (inotify queue overflow).
-const RESCAN_EVERY: Duration = Duration::from_secs(5);
+/// A look at the current session in case a notification was lost (inotify queue overflow).
+const TICK: Duration = Duration::from_secs(2);
+/// Rows per catalog transaction when a rescan catalogues many at once.
+const BATCH: usize = 500;
+/// Longest an ffprobe of a partial segment may take.
+const FFPROBE_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// A segment as ffmpeg's own playlist lists it.
+/// One line of ffmpeg's segment list.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Listed {
     pub file: String,
-    pub duration_ms: i64,
-    pub start_ms: Option<i64>,
+    pub seq: i64,
+    /// Media time, seconds.
+    pub start: f64,
+    pub end: f64,
 }
 
-/// Parse ffmpeg's `index.m3u8` (tolerant: ffmpeg writes PROGRAM-DATE-TIME with a `+0000` offset, which strict
-/// RFC 3339 parsers reject). Unknown lines are ignored.
-pub fn parse_ffmpeg_playlist(text: &str) -> Vec<Listed> {
-    let mut out = Vec::new();
-    let (mut dur, mut pdt) = (None, None);
-    for line in text.lines().map(str::trim) {
-        if let Some(v) = line.strip_prefix("#EXTINF:") {
-            let secs = v.split(',').next().unwrap_or("").trim();
-            dur = secs
-                .parse::<f64>()
-                .ok()
-                .map(|s| (s * 1000.0).round() as i64);
-        } else if let Some(v) = line.strip_prefix("#EXT-X-PROGRAM-DATE-TIME:") {
-            pdt = chrono::DateTime::parse_from_str(v, "%Y-%m-%dT%H:%M:%S%.f%z")
-                .or_else(|_| chrono::DateTime::parse_from_rfc3339(v))
-                .ok()
-                .map(|d| d.timestamp_millis());
-        } else if !line.is_empty() && !line.starts_with('#') {
-            if let Some(d) = dur.take() {
-                out.push(Listed {
-                    file: line.to_string(),
-                    duration_ms: d,
-                    start_ms: pdt.take(),
-                });
-            }
-            pdt = None;
-        }
+/// Parse complete lines of ffmpeg's CSV segment list (`seg_00003.ts,5.933333,7.933333`). Lines that do not
+/// parse are skipped.
+pub fn parse_list(text: &str) -> Vec<Listed> {
+    text.lines()
+        .filter_map(|line| {
+            let mut f = line.trim().rsplitn(3, ',');
+            let end: f64 = f.next()?.parse().ok()?;
+            let start: f64 = f.next()?.parse().ok()?;
+            let file = f.next()?.trim_matches('"').to_string();
+            let seq = seq_of(&file)?;
+            (end >= start).then_some(Listed {
+                file,
+                seq,
+                start,
+                end,
+            })
+        })
+        .collect()
+}
+
+/// Where the watcher is in one session.
+#[derive(Debug, Clone, Default)]
+pub struct SessionState {
+    /// Bytes of the segment list already read (complete lines only).
+    offset: u64,
+    /// Highest seq catalogued.
+    last_seq: Option<i64>,
+    /// Seqs catalogued before (only for a session picked up after a restart).
+    known: Option<HashSet<i64>>,
+    timeline: Timeline,
+    /// Wall-clock end (ms) and media end (s) of the last catalogued segment.
+    end_ms: Option<i64>,
+    media_end: Option<f64>,
+    /// Whether a segment of this session was catalogued.
+    any: bool,
+}
+
+impl SessionState {
+    fn is_new(&self, seq: i64) -> bool {
+        self.last_seq.is_none_or(|l| seq > l)
+            && !self.known.as_ref().is_some_and(|k| k.contains(&seq))
     }
-    out
 }
 
-/// `seg_00042.ts` → 42.
-pub fn seq_of(file: &str) -> Option<i64> {
-    file.strip_prefix("seg_")?.strip_suffix(".ts")?.parse().ok()
+/// Read what ffmpeg appended to the list since `st.offset` and turn each new line into a row (the state is
+/// advanced only in the returned copy, committed once the rows are catalogued). Blocking.
+fn read_new(
+    cam: &CameraRuntime,
+    session: &str,
+    mut st: SessionState,
+    now_ms: i64,
+) -> Result<(Vec<NewSegment>, SessionState)> {
+    let dir = cam.dir.join(session);
+    let list = dir.join(SEGMENT_LIST);
+    let mut rows = Vec::new();
+    let mut f = match std::fs::File::open(&list) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((rows, st)),
+        Err(e) => return Err(Error::io("cannot open the segment list", &list, e)),
+    };
+    f.seek(SeekFrom::Start(st.offset))
+        .map_err(|e| Error::io("cannot read the segment list", &list, e))?;
+    let mut buf = Vec::new();
+    f.read_to_end(&mut buf)
+        .map_err(|e| Error::io("cannot read the segment list", &list, e))?;
+    let Some(last_nl) = buf.iter().rposition(|b| *b == b'\n') else {
+        return Ok((rows, st));
+    };
+    st.offset += last_nl as u64 + 1;
+    for l in parse_list(&String::from_utf8_lossy(&buf[..=last_nl])) {
+        if !st.is_new(l.seq) {
+            continue;
+        }
+        let file = dir.join(&l.file);
+        let Ok(meta) = std::fs::metadata(&file) else {
+            continue; // listed but gone (deleted by hand): nothing to record
+        };
+        let start_ms = st.timeline.place(
+            l.start,
+            l.end - l.start,
+            observe(&meta, l.start, l.end),
+            now_ms as f64 - l.end * 1000.0,
+        );
+        let duration_ms = ((l.end - l.start) * 1000.0).round() as i64;
+        rows.push(new_segment(
+            cam,
+            session,
+            l.seq,
+            &l.file,
+            start_ms,
+            duration_ms,
+            meta.len(),
+            !st.any,
+        ));
+        st.any = true;
+        st.last_seq = Some(l.seq);
+        st.end_ms = Some(start_ms + duration_ms);
+        st.media_end = Some(l.end);
+    }
+    Ok((rows, st))
 }
 
-/// Duration of a segment file in milliseconds, from ffprobe.
+#[allow(clippy::too_many_arguments)]
+fn new_segment(
+    cam: &CameraRuntime,
+    session: &str,
+    seq: i64,
+    file: &str,
+    start_ms: i64,
+    duration_ms: i64,
+    bytes: u64,
+    first: bool,
+) -> NewSegment {
+    NewSegment {
+        camera: cam.config.id.clone(),
+        factory: cam.config.factory_id.clone(),
+        session: session.to_string(),
+        seq,
+        path: format!("{}/{session}/{file}", cam.config.id),
+        start_ms,
+        duration_ms,
+        bytes: bytes as i64,
+        first_in_session: first,
+    }
+}
+
+/// Duration of a segment file in milliseconds, from ffprobe (None: unreadable).
 async fn probe_duration_ms(ffprobe: &str, path: &Path) -> Option<i64> {
-    let out = tokio::process::Command::new(ffprobe)
+    let run = tokio::process::Command::new(ffprobe)
         .args([
             "-v",
             "error",
@@ -78,150 +187,103 @@ async fn probe_duration_ms(ffprobe: &str, path: &Path) -> Option<i64> {
             "csv=p=0",
         ])
         .arg(path)
+        .stdin(std::process::Stdio::null())
         .kill_on_drop(true)
-        .output()
+        .output();
+    let out = tokio::time::timeout(FFPROBE_TIMEOUT, run)
         .await
+        .ok()?
         .ok()?;
     let s = String::from_utf8_lossy(&out.stdout);
     s.trim()
         .parse::<f64>()
         .ok()
+        .filter(|d| d.is_finite() && *d > 0.0)
         .map(|d| (d * 1000.0).round() as i64)
 }
 
-/// Everything a scan needs, shared with the scan task.
+/// The watcher's working loop and everything it needs.
 struct Scanner {
     cam: Arc<CameraRuntime>,
-    catalog: Arc<Catalog>,
     clock: Arc<dyn Clock>,
     path: String,
+    /// The inotify watcher (the loop adds and removes the watch on the current session's folder).
+    notify: Arc<Mutex<Option<notify::RecommendedWatcher>>>,
+    sessions: HashMap<String, SessionState>,
+    current: Option<String>,
 }
 
 impl Scanner {
-    /// Catalogue every finished, not yet catalogued segment of one session. Returns how many were added.
-    async fn scan(&self, session: &str) -> crate::Result<usize> {
-        let dir = self.cam.dir.join(session);
-        let camera = &self.cam.config.id;
-        let known = self.catalog.seqs(camera, session)?;
-        let listed = match std::fs::read_to_string(dir.join("index.m3u8")) {
-            Ok(text) => parse_ffmpeg_playlist(&text),
-            Err(_) => Vec::new(),
-        };
-        let current = self.cam.progress.current().as_deref() == Some(session);
-        let mut added = 0;
-        let mut listed_seqs = HashSet::new();
-        // ffmpeg stamps PROGRAM-DATE-TIME when its muxer starts, after probing the input (~2 s late, measured);
-        // its spacing between segments is exact. Anchor the session at its start (ffmpeg's spawn) instead.
-        let anchor = super::session::started_ms(session);
-        let first_pdt = listed.iter().find_map(|l| l.start_ms);
-        let mut next_start: Option<i64> = anchor;
-        for (i, l) in listed.iter().enumerate() {
-            let Some(seq) = seq_of(&l.file) else { continue };
-            listed_seqs.insert(seq);
-            let from_pdt = match (l.start_ms, anchor, first_pdt) {
-                (Some(p), Some(a), Some(p0)) => Some(a + (p - p0)),
-                (Some(p), None, _) => Some(p),
-                _ => None,
-            };
-            let start = from_pdt
-                .or(next_start)
-                .unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
-            next_start = Some(start + l.duration_ms);
-            if known.contains(&seq) {
-                continue;
-            }
-            let file = dir.join(&l.file);
-            let Ok(meta) = std::fs::metadata(&file) else {
-                continue;
-            }; // listed but gone: nothing to record
-            let new = NewSegment {
-                camera: camera.clone(),
-                factory: self.cam.config.factory_id.clone(),
-                session: session.to_string(),
-                seq,
-                path: format!("{camera}/{session}/{}", l.file),
-                start_ms: start,
-                duration_ms: l.duration_ms,
-                bytes: meta.len() as i64,
-                first_in_session: i == 0,
-            };
-            if self.catalog.insert(&new)?.is_some() {
-                added += 1;
-                self.cam.wake.stage(crate::catalog::Stage::Pin).notify_one();
-                self.check_target(&new);
-                tracing::debug!(actor = %self.path, %session, seq, duration_ms = l.duration_ms, "segment recorded");
-            }
-        }
-        if current {
-            if added > 0 {
-                self.cam.progress.bump(session, self.clock.now());
-            }
-        } else {
-            added += self
-                .catalog_orphans(session, &dir, &known, &listed_seqs, next_start)
-                .await?;
-        }
-        Ok(added)
+    fn now_ms(&self) -> i64 {
+        chrono::DateTime::<chrono::Utc>::from(self.clock.wall()).timestamp_millis()
     }
 
-    /// Finished session: segment files its playlist never listed (ffmpeg died between rename and playlist
-    /// write) are still footage. Time them with ffprobe, after the last listed one.
-    async fn catalog_orphans(
-        &self,
-        session: &str,
-        dir: &Path,
-        known: &HashSet<i64>,
-        listed: &HashSet<i64>,
-        mut next_start: Option<i64>,
-    ) -> crate::Result<usize> {
-        let mut orphans: Vec<(i64, PathBuf)> = std::fs::read_dir(dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| {
-                let name = e.file_name().to_str()?.to_string();
-                let seq = seq_of(&name)?;
-                (!listed.contains(&seq) && !known.contains(&seq)).then(|| (seq, e.path()))
-            })
-            .collect();
-        orphans.sort();
-        let camera = &self.cam.config.id;
-        let mut added = 0;
-        for (seq, file) in orphans {
-            let Some(duration_ms) = probe_duration_ms(&self.cam.ffprobe, &file).await else {
-                tracing::warn!(actor = %self.path, file = %file.display(), "unreadable segment file left by an earlier run; not catalogued");
-                continue;
-            };
-            let meta = std::fs::metadata(&file)
-                .map_err(|e| crate::Error::io("cannot stat segment", &file, e))?;
-            let start = next_start.unwrap_or_else(|| {
-                let mtime: chrono::DateTime<chrono::Utc> = meta
-                    .modified()
-                    .map(Into::into)
-                    .unwrap_or_else(|_| chrono::Utc::now());
-                mtime.timestamp_millis() - duration_ms
-            });
-            next_start = Some(start + duration_ms);
-            let name = file
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or_default();
-            let new = NewSegment {
-                camera: camera.clone(),
-                factory: self.cam.config.factory_id.clone(),
-                session: session.to_string(),
-                seq,
-                path: format!("{camera}/{session}/{name}"),
-                start_ms: start,
-                duration_ms,
-                bytes: meta.len() as i64,
-                first_in_session: listed.is_empty() && known.is_empty() && added == 0,
-            };
-            if self.catalog.insert(&new)?.is_some() {
-                added += 1;
-                self.cam.wake.stage(crate::catalog::Stage::Pin).notify_one();
-                tracing::info!(actor = %self.path, %session, seq, "catalogued a finished segment its playlist never listed");
+    /// Run a step until it succeeds or fails for good: transient failures (a busy catalog, a full disk) are
+    /// retried with backoff, however long they last; capture is not affected.
+    async fn retry<T, F, Fut>(&self, what: &str, mut step: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let mut backoff = Backoff::new(BackoffPolicy {
+            initial: Duration::from_millis(200),
+            max: Duration::from_secs(10),
+            factor: 2.0,
+            jitter: 0.2,
+            reset_after: Duration::ZERO,
+            immediate_after_healthy: false,
+        });
+        let jitter = FastRandJitter::new();
+        loop {
+            match step().await {
+                Ok(v) => {
+                    if backoff.attempt() > 0 {
+                        tracing::info!(actor = %self.path, "{what}: succeeded after {} retries", backoff.attempt());
+                    }
+                    return Ok(v);
+                }
+                Err(e) if e.is_transient() => {
+                    let (attempt, delay) = backoff.next_delay(&jitter);
+                    if attempt == 1 || attempt % 10 == 0 {
+                        tracing::warn!(actor = %self.path, attempt, delay_ms = delay.as_millis() as u64, "{what}: {e}; retrying (recording goes on)");
+                    }
+                    if matches!(&e, Error::Io { source, .. } if source.raw_os_error() == Some(nix::libc::ENOSPC))
+                        || matches!(&e, Error::Sql(s) if s.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull))
+                    {
+                        let now = self.now_ms();
+                        super::ffmpeg::announce(&self.cam, State::DiskFull, &e.to_string(), now);
+                    }
+                    self.clock.sleep(delay).await;
+                }
+                Err(e) => return Err(e),
             }
+        }
+    }
+
+    /// Catalogue rows (in batches), then wake the pipeline.
+    async fn catalogue(&self, rows: Vec<NewSegment>) -> Result<usize> {
+        let mut added = 0;
+        for chunk in rows.chunks(BATCH) {
+            let chunk = chunk.to_vec();
+            let catalog = self.cam.catalog.clone();
+            let inserted = self
+                .retry("cataloguing segments", || {
+                    let (catalog, chunk) = (catalog.clone(), chunk.clone());
+                    async move { catalog.run(move |c| c.insert_many(&chunk)).await }
+                })
+                .await?;
+            for (row, ins) in chunk.iter().zip(inserted) {
+                if let Some(ins) = ins {
+                    added += 1;
+                    self.check_target(row);
+                    tracing::debug!(actor = %self.path, session = %row.session, seq = row.seq, duration_ms = row.duration_ms, live = ins.live, "segment catalogued");
+                }
+            }
+        }
+        if added > 0 {
+            self.cam.wake.stage(Stage::Pin).notify_one();
+            let now = self.now_ms();
+            self.cam.status.update(|s| s.last_segment_ms = Some(now));
         }
         Ok(added)
     }
@@ -233,34 +295,290 @@ impl Scanner {
                 "segment longer than the camera's target duration: its keyframe interval is longer than segment_seconds; raise target_duration");
         }
     }
+
+    /// Catalogue what ffmpeg appended to `session`'s list.
+    async fn follow(&mut self, session: &str) -> Result<()> {
+        let Some(st) = self.sessions.get(session).cloned() else {
+            return Ok(());
+        };
+        let (cam, name, now) = (self.cam.clone(), session.to_string(), self.now_ms());
+        let (rows, st) = self
+            .retry("reading the segment list", || {
+                let (cam, name, st) = (cam.clone(), name.clone(), st.clone());
+                async move {
+                    tokio::task::spawn_blocking(move || read_new(&cam, &name, st, now))
+                        .await
+                        .map_err(|e| Error::Internal(format!("segment list task: {e}")))?
+                }
+            })
+            .await?;
+        self.catalogue(rows).await?;
+        self.sessions.insert(session.to_string(), st);
+        Ok(())
+    }
+
+    /// The state of a session picked up after a restart: what is catalogued, and its timeline.
+    async fn resume(&self, session: &str) -> Result<SessionState> {
+        let (camera, name) = (self.cam.config.id.clone(), session.to_string());
+        let catalog = self.cam.catalog.clone();
+        let (known, last) = self
+            .retry("reading the catalog", || {
+                let (catalog, camera, name) = (catalog.clone(), camera.clone(), name.clone());
+                async move {
+                    catalog
+                        .run(move |c| {
+                            Ok((c.seqs(&camera, &name)?, c.last_of_session(&camera, &name)?))
+                        })
+                        .await
+                }
+            })
+            .await?;
+        let mut st = SessionState {
+            any: !known.is_empty(),
+            known: Some(known),
+            ..SessionState::default()
+        };
+        if let Some(last) = last {
+            // Anchor from the last catalogued segment and its line in the list.
+            let list = self.cam.dir.join(session).join(SEGMENT_LIST);
+            let text = tokio::task::spawn_blocking(move || {
+                std::fs::read_to_string(list).unwrap_or_default()
+            })
+            .await
+            .unwrap_or_default();
+            if let Some(l) = parse_list(&text).into_iter().find(|l| l.seq == last.seq) {
+                st.timeline = Timeline::anchored(last.start_ms as f64 - l.start * 1000.0);
+            }
+            st.end_ms = Some(last.start_ms + last.duration_ms);
+        }
+        Ok(st)
+    }
+
+    /// ffmpeg starts recording into `session`.
+    async fn start(&mut self, session: &str) -> Result<()> {
+        let (catalog, camera, name) = (
+            self.cam.catalog.clone(),
+            self.cam.config.id.clone(),
+            session.to_string(),
+        );
+        self.retry("registering the session", || {
+            let (catalog, camera, name) = (catalog.clone(), camera.clone(), name.clone());
+            async move { catalog.run(move |c| c.open_session(&camera, &name)).await }
+        })
+        .await?;
+        let dir = self.cam.dir.join(session);
+        if let Some(w) = self
+            .notify
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+            && let Err(e) = w.watch(&dir, RecursiveMode::NonRecursive)
+        {
+            tracing::warn!(actor = %self.path, "cannot watch {}: {e}; looking every {} s instead", dir.display(), TICK.as_secs());
+        }
+        self.sessions
+            .insert(session.to_string(), SessionState::default());
+        self.current = Some(session.to_string());
+        Ok(())
+    }
+
+    /// ffmpeg's run into `session` is over (or it was left open by a crash): catalogue the rest, the partial
+    /// last segment included, and close it.
+    async fn finish(&mut self, session: &str) -> Result<()> {
+        if self.current.as_deref() == Some(session) {
+            self.current = None;
+        }
+        let dir = self.cam.dir.join(session);
+        if let Some(w) = self
+            .notify
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+        {
+            let _ = w.unwatch(&dir);
+        }
+        if !self.sessions.contains_key(session) {
+            let st = self.resume(session).await?;
+            self.sessions.insert(session.to_string(), st);
+        }
+        self.follow(session).await?;
+        let mut st = self.sessions.remove(session).unwrap_or_default();
+        // Segment files the list does not name: the one ffmpeg was writing when it ended (rarely more).
+        let mut seq = st.last_seq.map_or(0, |l| l + 1);
+        let mut rows = Vec::new();
+        loop {
+            let file = dir.join(segment_name(seq));
+            let meta = {
+                let file = file.clone();
+                tokio::task::spawn_blocking(move || std::fs::metadata(file).ok())
+                    .await
+                    .ok()
+                    .flatten()
+            };
+            let Some(meta) = meta else { break };
+            if !st.is_new(seq) {
+                seq += 1;
+                continue;
+            }
+            match probe_duration_ms(&self.cam.ffprobe, &file).await {
+                Some(duration_ms) => {
+                    let media_start = st.media_end.unwrap_or(0.0);
+                    let fallback_anchor = meta
+                        .modified()
+                        .ok()
+                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                        .map_or(self.now_ms() as f64, |d| d.as_secs_f64() * 1000.0)
+                        - duration_ms as f64
+                        - media_start * 1000.0;
+                    let start_ms = match st.end_ms {
+                        Some(end) => end,
+                        None => st.timeline.place(
+                            media_start,
+                            duration_ms as f64 / 1000.0,
+                            None,
+                            fallback_anchor,
+                        ),
+                    };
+                    rows.push(new_segment(
+                        &self.cam,
+                        session,
+                        seq,
+                        &segment_name(seq),
+                        start_ms,
+                        duration_ms,
+                        meta.len(),
+                        !st.any,
+                    ));
+                    tracing::info!(actor = %self.path, %session, seq, duration_ms, "catalogued the partial last segment of an ended ffmpeg run");
+                    st.any = true;
+                    st.last_seq = Some(seq);
+                    st.end_ms = Some(start_ms + duration_ms);
+                    st.media_end = Some(media_start + duration_ms as f64 / 1000.0);
+                }
+                None if meta.len() == 0 => {
+                    tracing::debug!(actor = %self.path, file = %file.display(), "empty segment file left by an ended run (no footage)");
+                }
+                None => {
+                    tracing::warn!(actor = %self.path, file = %file.display(), bytes = meta.len(), "segment file left by an ended run is unreadable (ffprobe finds no duration): set aside, not catalogued, left on disk");
+                }
+            }
+            seq += 1;
+        }
+        self.catalogue(rows).await?;
+        let (catalog, camera, name) = (
+            self.cam.catalog.clone(),
+            self.cam.config.id.clone(),
+            session.to_string(),
+        );
+        let empty = !st.any;
+        self.retry("closing the session", || {
+            let (catalog, camera, name) = (catalog.clone(), camera.clone(), name.clone());
+            async move {
+                catalog
+                    .run(move |c| {
+                        c.close_session(&camera, &name)?;
+                        if empty {
+                            c.drop_session(&camera, &name)?;
+                        }
+                        Ok(())
+                    })
+                    .await
+            }
+        })
+        .await?;
+        if empty {
+            // A run that recorded nothing (camera unreachable) leaves no folder: a day-long outage would
+            // otherwise leave thousands of empty ones.
+            let d = dir.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                let has_media = std::fs::read_dir(&d)
+                    .map(|entries| {
+                        entries.flatten().any(|e| {
+                            e.file_name().to_string_lossy().ends_with(".ts")
+                                && e.metadata().is_ok_and(|m| m.len() > 0)
+                        })
+                    })
+                    .unwrap_or(true);
+                if !has_media {
+                    let _ = std::fs::remove_dir_all(&d);
+                }
+            })
+            .await;
+        }
+        Ok(())
+    }
+
+    /// Handle one note; errors that are not transient are logged and the note dropped (one bad file must not
+    /// stop the camera's cataloguing).
+    async fn handle(&mut self, note: Note) {
+        let (what, r) = match &note {
+            Note::Started(s) => ("starting", self.start(s).await),
+            Note::Changed(s) => ("following", self.follow(s).await),
+            Note::Ended(s) => ("finishing", self.finish(s).await),
+            Note::Quit => return,
+        };
+        if let Err(e) = r {
+            tracing::error!(actor = %self.path, "{what} a session failed: {e}; going on");
+        }
+    }
+
+    /// The loop: sessions left open by a crash first, then notes in order.
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Note>) {
+        let (catalog, camera) = (self.cam.catalog.clone(), self.cam.config.id.clone());
+        let open = self
+            .retry("listing open sessions", || {
+                let (catalog, camera) = (catalog.clone(), camera.clone());
+                async move { catalog.run(move |c| c.open_sessions(&camera)).await }
+            })
+            .await
+            .unwrap_or_default();
+        for s in open {
+            self.handle(Note::Ended(s)).await;
+        }
+        loop {
+            let note = tokio::select! {
+                n = rx.recv() => n,
+                () = self.clock.sleep(TICK) => self.current.clone().map(Note::Changed),
+            };
+            let Some(first) = note else { continue };
+            // Coalesce a burst of notifications about the same session.
+            let mut batch = vec![first];
+            while let Ok(n) = rx.try_recv() {
+                if !(matches!(n, Note::Changed(_)) && batch.contains(&n)) {
+                    batch.push(n);
+                }
+            }
+            for note in batch {
+                if note == Note::Quit {
+                    return;
+                }
+                self.handle(note).await;
+            }
+        }
+    }
 }
 
-/// Watches one camera's folder.
+/// Watches one camera's current session.
 pub struct Watcher {
-    scanner: Arc<Scanner>,
+    cam: Arc<CameraRuntime>,
+    clock: Arc<dyn Clock>,
+    path: String,
     exit: ExitSlot,
-    notify: Option<notify::RecommendedWatcher>,
-    /// The scan queue; an empty name asks the scan loop to finish.
-    queue: Option<mpsc::UnboundedSender<String>>,
+    queue: Option<mpsc::UnboundedSender<Note>>,
 }
 
 impl Watcher {
     pub fn new(
         cam: Arc<CameraRuntime>,
-        catalog: Arc<Catalog>,
         exit: ExitSlot,
         clock: Arc<dyn Clock>,
         path: String,
     ) -> Self {
         Watcher {
-            scanner: Arc::new(Scanner {
-                cam,
-                catalog,
-                clock,
-                path,
-            }),
+            cam,
+            clock,
+            path,
             exit,
-            notify: None,
             queue: None,
         }
     }
@@ -270,126 +588,72 @@ impl Actor for Watcher {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let cam = self.scanner.cam.clone();
-        if let Err(e) = std::fs::create_dir_all(&cam.dir) {
-            self.exit
-                .fail(format!("cannot create {}: {e}", cam.dir.display()));
-            ctx.stop();
-            return;
-        }
-        let (tx, mut rx) = mpsc::unbounded_channel::<String>();
-        let root = cam.dir.clone();
+        let (tx, rx) = mpsc::unbounded_channel::<Note>();
+        let root: PathBuf = self.cam.dir.clone();
         let ntx = tx.clone();
+        // Only two kinds of events matter: the list grew (a segment finished), a segment file appeared.
         let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             let Ok(ev) = res else { return };
-            if !matches!(
-                ev.kind,
-                EventKind::Create(_) | EventKind::Modify(notify::event::ModifyKind::Name(_))
-            ) {
-                return;
-            }
-            for p in ev.paths {
+            let relevant = |p: &Path| {
                 let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-                if !(name.ends_with(".ts") || name.ends_with(".m3u8")) {
-                    continue; // temp files and everything else
+                match ev.kind {
+                    EventKind::Modify(_) => name == SEGMENT_LIST,
+                    EventKind::Create(_) => name.ends_with(".ts") || name == SEGMENT_LIST,
+                    _ => false,
                 }
+            };
+            for p in ev.paths.iter().filter(|p| relevant(p)) {
                 if let Ok(rel) = p.strip_prefix(&root)
                     && let Some(session) =
                         rel.components().next().and_then(|c| c.as_os_str().to_str())
                 {
-                    let _ = ntx.send(session.to_string());
+                    let _ = ntx.send(Note::Changed(session.to_string()));
                 }
             }
-        })
-        .and_then(|mut w| w.watch(&cam.dir, RecursiveMode::Recursive).map(|()| w));
-        match watcher {
-            Ok(w) => self.notify = Some(w),
+        });
+        let watcher = match watcher {
+            Ok(w) => w,
             Err(e) => {
-                self.exit
-                    .fail(format!("cannot watch {}: {e}", cam.dir.display()));
-                ctx.stop();
-                return;
-            }
-        }
-        // Rescan every session not yet closed at start (a watcher restart misses nothing), then follow
-        // notifications.
-        let closed = match self.scanner.catalog.closed_sessions(&cam.config.id) {
-            Ok(c) => c,
-            Err(e) => {
-                self.exit.fail(e.to_string());
+                self.exit.fail(format!(
+                    "cannot start inotify for {}: {e}",
+                    self.cam.dir.display()
+                ));
                 ctx.stop();
                 return;
             }
         };
-        for (session, _) in super::session::list(&cam.dir) {
-            if !closed.contains(&session) {
-                let _ = tx.send(session);
-            }
+        *self.cam.inbox.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx.clone());
+        self.queue = Some(tx);
+        let scanner = Scanner {
+            cam: self.cam.clone(),
+            clock: self.clock.clone(),
+            path: self.path.clone(),
+            notify: Arc::new(Mutex::new(Some(watcher))),
+            sessions: HashMap::new(),
+            current: None,
+        };
+        ctx.spawn(actix::fut::wrap_future(scanner.run(rx)).map(|(), _: &mut Self, ctx| ctx.stop()));
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        let mut inbox = self.cam.inbox.lock().unwrap_or_else(|p| p.into_inner());
+        if inbox
+            .as_ref()
+            .is_some_and(|q| self.queue.as_ref().is_some_and(|mine| q.same_channel(mine)))
+        {
+            *inbox = None;
         }
-        let scanner = self.scanner.clone();
-        let ticker = {
-            let tx = tx.clone();
-            let cam = cam.clone();
-            let clock = scanner.clock.clone();
-            async move {
-                loop {
-                    clock.sleep(RESCAN_EVERY).await;
-                    if let Some(s) = cam.progress.current()
-                        && tx.send(s).is_err()
-                    {
-                        break;
-                    }
-                }
-            }
-        };
-        ctx.spawn(actix::fut::wrap_future(ticker));
-        let scan_loop = async move {
-            while let Some(first) = rx.recv().await {
-                let mut batch = vec![first];
-                while let Ok(s) = rx.try_recv() {
-                    if !batch.contains(&s) {
-                        batch.push(s);
-                    }
-                }
-                for session in batch {
-                    if let Err(e) = scanner.scan(&session).await {
-                        return e.to_string();
-                    }
-                }
-            }
-            "notification channel closed".to_string()
-        };
-        ctx.spawn(
-            actix::fut::wrap_future(scan_loop).map(|why, act: &mut Self, ctx| {
-                act.exit.fail(why);
-                ctx.stop();
-            }),
-        );
     }
 }
 
 impl Handler<Terminate> for Watcher {
     type Result = ();
-    /// A last scan of every session not yet closed (ffmpeg, stopped before the watcher, has just written its
-    /// final segment), then stop.
+    /// Finish what is queued (ffmpeg, stopped before the watcher, has just ended its session: its last
+    /// segment is catalogued), then stop.
     fn handle(&mut self, _: Terminate, ctx: &mut Context<Self>) {
-        let Some(queue) = &self.queue else {
-            ctx.stop();
-            return;
-        };
-        let cam = &self.scanner.cam;
-        let closed = self
-            .scanner
-            .catalog
-            .closed_sessions(&cam.config.id)
-            .unwrap_or_default();
-        for (session, _) in super::session::list(&cam.dir) {
-            if !closed.contains(&session) {
-                let _ = queue.send(session);
-            }
-        }
-        if queue.send(String::new()).is_err() {
-            ctx.stop();
+        match &self.queue {
+            Some(q) if q.send(Note::Quit).is_ok() => {}
+            _ => ctx.stop(),
         }
     }
 }
@@ -399,30 +663,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ffmpeg_playlists_with_offset_dates_parse() {
-        let text = "#EXTM3U\n#EXT-X-VERSION:6\n#EXT-X-TARGETDURATION:3\n#EXT-X-MEDIA-SEQUENCE:0\n\
-            #EXT-X-INDEPENDENT-SEGMENTS\n#EXT-X-PROGRAM-DATE-TIME:2026-11-21T16:05:02.123+0000\n\
-            #EXTINF:2.933333,\nseg_00000.ts\n#EXT-X-PROGRAM-DATE-TIME:2026-11-21T16:05:05.056+0000\n\
-            #EXTINF:2.000000,\nseg_00001.ts\n#EXTINF:2.000000,\nseg_00002.ts\n#EXT-X-ENDLIST\n";
-        let l = parse_ffmpeg_playlist(text);
+    fn the_segment_list_parses_line_by_line() {
+        let text = "seg_00000.ts,0.000000,2.000000\nseg_00001.ts,2.000000,4.000000\n\"seg_00002.ts\",4.0,5.5\nbroken\nseg_x.ts,1,2\n";
+        let l = parse_list(text);
         assert_eq!(l.len(), 3);
-        let t0 = chrono::DateTime::parse_from_rfc3339("2026-11-21T16:05:02.123Z")
-            .unwrap()
-            .timestamp_millis();
         assert_eq!(
-            l[0],
+            l[1],
             Listed {
-                file: "seg_00000.ts".into(),
-                duration_ms: 2933,
-                start_ms: Some(t0)
+                file: "seg_00001.ts".into(),
+                seq: 1,
+                start: 2.0,
+                end: 4.0
             }
         );
-        assert_eq!(l[1].start_ms, Some(t0 + 2933));
-        assert_eq!(
-            l[2].start_ms, None,
-            "no date on that line: the scanner derives it"
-        );
-        assert_eq!(seq_of(&l[2].file), Some(2));
-        assert_eq!(seq_of("seg_00002.ts.tmp"), None);
+        assert_eq!(l[2].file, "seg_00002.ts");
     }
 }

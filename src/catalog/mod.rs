@@ -1,13 +1,24 @@
-//! The embedded catalog: a SQLite journal (WAL) of every finished segment and how far it got down the
-//! distribution pipeline. It is the appliance's only state; playlists and pipeline stages are built from it.
+//! The embedded catalog: a SQLite journal (WAL) of every recorded segment, every ffmpeg session, and how far
+//! each segment got down the distribution pipeline. It is the appliance's only state; playlists, pipeline
+//! stages and retention are built from it.
 //!
 //! Inserts are idempotent (unique on camera, session, seq), so a watcher that sees a segment twice, or a
 //! rescan after a crash, never duplicates a row.
+//!
+//! Every hot path is O(1) or O(log n) in history, never O(n): each insert also maintains the camera's running
+//! counters (table `cameras`: last live position, discontinuity count, longest segment, bytes), so the live
+//! playlist's MEDIA-SEQUENCE and DISCONTINUITY-SEQUENCE are read off the rows themselves (`lseq`, `disc`)
+//! instead of being counted; pipeline backlogs and retention candidates come from partial indexes whose size is
+//! the backlog, not the history.
+//!
+//! Calls are synchronous and may block (disk, a writer holding the lock): async callers go through
+//! [`Catalog::run`], which moves them to the blocking pool. Reads use their own connections (WAL readers never
+//! wait for the writer).
 
-use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use crate::error::{Error, Result};
 
@@ -44,7 +55,116 @@ const MIGRATIONS: &[&str] = &[
     // instead of blocking every segment behind it.
     "ALTER TABLE segments ADD COLUMN pipeline_error TEXT;
     CREATE INDEX segments_pipeline ON segments (published_at_ms, id);",
+    // 4: flat cost over months. Live position and discontinuity number stored per row; per-camera running
+    // counters; sessions with their open/closed state; partial indexes for backlogs and retention.
+    // Ids become AUTOINCREMENT: a segment's URI (`segments/<id>.ts`) must never name another segment, even
+    // after retention deleted the newest rows.
+    "CREATE TABLE segments4 (
+        id               INTEGER PRIMARY KEY AUTOINCREMENT,
+        camera           TEXT    NOT NULL,
+        factory          TEXT    NOT NULL,
+        session          TEXT    NOT NULL,
+        seq              INTEGER NOT NULL,
+        path             TEXT    NOT NULL,
+        start_ms         INTEGER NOT NULL,
+        duration_ms      INTEGER NOT NULL,
+        bytes            INTEGER NOT NULL,
+        first_in_session INTEGER NOT NULL,
+        recorded_at_ms   INTEGER NOT NULL,
+        cid              TEXT,
+        pinned_at_ms     INTEGER,
+        indexed_at_ms    INTEGER,
+        published_at_ms  INTEGER,
+        pipeline_error   TEXT,
+        lseq             INTEGER,
+        disc             INTEGER NOT NULL DEFAULT 0,
+        join_            INTEGER NOT NULL DEFAULT 0,
+        deleting         INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (camera, session, seq)
+    );
+    INSERT INTO segments4 (id, camera, factory, session, seq, path, start_ms, duration_ms, bytes,
+        first_in_session, recorded_at_ms, cid, pinned_at_ms, indexed_at_ms, published_at_ms, pipeline_error)
+        SELECT id, camera, factory, session, seq, path, start_ms, duration_ms, bytes,
+        first_in_session, recorded_at_ms, cid, pinned_at_ms, indexed_at_ms, published_at_ms, pipeline_error
+        FROM segments;
+    DROP TABLE segments;
+    ALTER TABLE segments4 RENAME TO segments;
+    CREATE INDEX segments_camera_start ON segments (camera, start_ms);
+    WITH ordered AS (
+        SELECT id, camera, session,
+               ROW_NUMBER() OVER w - 1 AS n,
+               COALESCE(LAG(session) OVER w <> session, 0) AS j
+        FROM segments WINDOW w AS (PARTITION BY camera ORDER BY start_ms, session, seq)
+    ), numbered AS (
+        SELECT id, n, j, SUM(j) OVER (PARTITION BY camera ORDER BY n ROWS UNBOUNDED PRECEDING) AS d
+        FROM ordered
+    )
+    UPDATE segments SET lseq = numbered.n, join_ = numbered.j, disc = numbered.d
+    FROM numbered WHERE numbered.id = segments.id;
+    CREATE UNIQUE INDEX segments_live ON segments (camera, lseq) WHERE lseq IS NOT NULL;
+    CREATE INDEX segments_start ON segments (start_ms);
+    CREATE INDEX segments_start_distributed ON segments (start_ms) WHERE indexed_at_ms IS NOT NULL;
+    CREATE INDEX pending_pin ON segments (id)
+        WHERE pinned_at_ms IS NULL AND pipeline_error IS NULL AND deleting = 0;
+    CREATE INDEX pending_index ON segments (id)
+        WHERE pinned_at_ms IS NOT NULL AND indexed_at_ms IS NULL AND pipeline_error IS NULL AND deleting = 0;
+    CREATE INDEX pending_publish ON segments (id)
+        WHERE indexed_at_ms IS NOT NULL AND published_at_ms IS NULL AND pipeline_error IS NULL AND deleting = 0;
+    CREATE INDEX set_aside ON segments (id) WHERE pipeline_error IS NOT NULL;
+    CREATE INDEX tombstones ON segments (id) WHERE deleting = 1;
+    CREATE TABLE sessions (
+        id           INTEGER PRIMARY KEY,
+        camera       TEXT    NOT NULL,
+        session      TEXT    NOT NULL,
+        opened_at_ms INTEGER NOT NULL,
+        closed_at_ms INTEGER,
+        UNIQUE (camera, session)
+    );
+    CREATE INDEX sessions_open ON sessions (camera, id) WHERE closed_at_ms IS NULL;
+    INSERT INTO sessions (camera, session, opened_at_ms, closed_at_ms)
+        SELECT s.camera, s.session, MIN(s.start_ms), c.closed_at_ms
+        FROM segments s LEFT JOIN closed_sessions c ON c.camera = s.camera AND c.session = s.session
+        GROUP BY s.camera, s.session ORDER BY MIN(s.start_ms);
+    DROP TABLE closed_sessions;
+    CREATE TABLE cameras (
+        camera           TEXT PRIMARY KEY,
+        last_lseq        INTEGER,
+        last_session     TEXT,
+        last_session_id  INTEGER,
+        last_seq         INTEGER,
+        disc             INTEGER NOT NULL DEFAULT 0,
+        max_duration_ms  INTEGER NOT NULL DEFAULT 0,
+        bytes            INTEGER NOT NULL DEFAULT 0,
+        segments         INTEGER NOT NULL DEFAULT 0,
+        deleted_until_ms INTEGER
+    );
+    INSERT INTO cameras (camera, max_duration_ms, bytes, segments)
+        SELECT camera, MAX(duration_ms), SUM(bytes), COUNT(*) FROM segments GROUP BY camera;
+    UPDATE cameras SET (last_lseq, last_session, last_seq, disc) = (
+        SELECT s.lseq, s.session, s.seq, s.disc FROM segments s
+        WHERE s.camera = cameras.camera AND s.lseq IS NOT NULL ORDER BY s.lseq DESC LIMIT 1);
+    UPDATE cameras SET last_session_id = (
+        SELECT id FROM sessions WHERE sessions.camera = cameras.camera AND sessions.session = cameras.last_session);",
 ];
+
+/// Wakes each distribution stage when work for it may have arrived: whoever catalogues a segment wakes the
+/// first stage, each stage wakes the next. (Capture and the stages only share the catalog.)
+#[derive(Debug, Default)]
+pub struct Wake {
+    pin: tokio::sync::Notify,
+    index: tokio::sync::Notify,
+    publish: tokio::sync::Notify,
+}
+
+impl Wake {
+    pub fn stage(&self, s: Stage) -> &tokio::sync::Notify {
+        match s {
+            Stage::Pin => &self.pin,
+            Stage::Index => &self.index,
+            Stage::Publish => &self.publish,
+        }
+    }
+}
 
 /// The distribution pipeline's stages, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -66,12 +186,17 @@ impl Stage {
         }
     }
 
-    /// SQL condition for "ready for this stage and not done".
+    /// SQL condition for "ready for this stage and not done"; the same text as the stage's partial index, so
+    /// that SQLite uses it (the index holds only the backlog).
     fn pending(self) -> &'static str {
         match self {
-            Stage::Pin => "pinned_at_ms IS NULL",
-            Stage::Index => "pinned_at_ms IS NOT NULL AND indexed_at_ms IS NULL",
-            Stage::Publish => "indexed_at_ms IS NOT NULL AND published_at_ms IS NULL",
+            Stage::Pin => "pinned_at_ms IS NULL AND pipeline_error IS NULL AND deleting = 0",
+            Stage::Index => {
+                "pinned_at_ms IS NOT NULL AND indexed_at_ms IS NULL AND pipeline_error IS NULL AND deleting = 0"
+            }
+            Stage::Publish => {
+                "indexed_at_ms IS NOT NULL AND published_at_ms IS NULL AND pipeline_error IS NULL AND deleting = 0"
+            }
         }
     }
 }
@@ -114,6 +239,13 @@ pub struct Segment {
     pub bytes: i64,
     pub first_in_session: bool,
     pub cid: Option<String>,
+    /// Position in the camera's live sequence (its media sequence number in live and today's playlists);
+    /// `None` for a segment catalogued after newer footage (it appears in VOD and past days only).
+    pub lseq: Option<i64>,
+    /// Discontinuity sequence number: session joins in the live sequence up to and including this segment.
+    pub disc: i64,
+    /// This segment starts a new session in the live sequence (it carries EXT-X-DISCONTINUITY).
+    pub join: bool,
 }
 
 /// A segment with how far it got down the pipeline.
@@ -124,25 +256,39 @@ pub struct Tracked {
     pub set_aside: Option<String>,
 }
 
-/// Where a window of a camera's segments sits in the camera's whole sequence.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Position {
-    /// Segments before the window.
-    pub before: u64,
-    /// Sessions that have segments before the window.
-    pub sessions_before: u64,
-    /// Session of the segment just before the window.
-    pub prev_session: Option<String>,
+/// What [`Catalog::insert`] did with a new segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Inserted {
+    pub id: i64,
+    /// Appended to the live sequence (false: catalogued late, behind newer footage).
+    pub live: bool,
 }
 
-/// The catalog. Cheap to share behind an `Arc`; calls are short and synchronous.
+/// A camera's running counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CameraStats {
+    /// The longest segment ever catalogued (the playlists' TARGETDURATION never goes below it).
+    pub max_duration_ms: i64,
+    /// Bytes and segments on disk.
+    pub bytes: i64,
+    pub segments: i64,
+    /// End of the newest segment retention deleted (playlists that began before it lost their head).
+    pub deleted_until_ms: Option<i64>,
+    /// The last segment of the live sequence.
+    pub last_lseq: Option<i64>,
+}
+
+/// The catalog. Cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct Catalog {
-    conn: Mutex<Connection>,
+    /// The file, or None in memory (then reads share the writer's connection).
+    path: Option<PathBuf>,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
 }
 
-const COLUMNS: &str =
-    "id, camera, factory, session, seq, path, start_ms, duration_ms, bytes, first_in_session, cid";
+const COLUMNS: &str = "id, camera, factory, session, seq, path, start_ms, duration_ms, bytes, first_in_session, cid, \
+     lseq, disc, join_";
 
 fn row_to_segment(r: &rusqlite::Row<'_>) -> rusqlite::Result<Segment> {
     Ok(Segment {
@@ -157,24 +303,49 @@ fn row_to_segment(r: &rusqlite::Row<'_>) -> rusqlite::Result<Segment> {
         bytes: r.get(8)?,
         first_in_session: r.get(9)?,
         cid: r.get(10)?,
+        lseq: r.get(11)?,
+        disc: r.get(12)?,
+        join: r.get(13)?,
     })
 }
+
+fn collect<T>(rows: impl Iterator<Item = rusqlite::Result<T>>) -> Result<Vec<T>> {
+    rows.collect::<rusqlite::Result<_>>()
+        .map_err(Error::from_sql)
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Readers kept open for reuse.
+const READERS: usize = 4;
 
 impl Catalog {
     /// Open (creating if needed) the catalog at `path`, in WAL mode, and apply pending migrations.
     pub fn open(path: &Path) -> Result<Catalog> {
         let conn = Connection::open(path).map_err(|e| Error::catalog(path, e))?;
-        Self::init(conn).map_err(|e| Error::catalog(path, e))
+        let writer = Self::init(conn).map_err(|e| Error::catalog(path, e))?;
+        Ok(Catalog {
+            path: Some(path.to_path_buf()),
+            writer: Mutex::new(writer),
+            readers: Mutex::new(Vec::new()),
+        })
     }
 
-    /// An in-memory catalog (tests).
+    /// An in-memory catalog (tests, `vigil tree`).
     pub fn in_memory() -> Result<Catalog> {
         let conn =
             Connection::open_in_memory().map_err(|e| Error::catalog(Path::new(":memory:"), e))?;
-        Self::init(conn).map_err(|e| Error::catalog(Path::new(":memory:"), e))
+        let writer = Self::init(conn).map_err(|e| Error::catalog(Path::new(":memory:"), e))?;
+        Ok(Catalog {
+            path: None,
+            writer: Mutex::new(writer),
+            readers: Mutex::new(Vec::new()),
+        })
     }
 
-    fn init(conn: Connection) -> rusqlite::Result<Catalog> {
+    fn init(conn: Connection) -> rusqlite::Result<Connection> {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // FULL: a segment the watcher reported is durable even across a power cut.
@@ -186,19 +357,165 @@ impl Catalog {
                 i + 1
             ))?;
         }
-        Ok(Catalog {
-            conn: Mutex::new(conn),
+        Ok(conn)
+    }
+
+    /// Run `f` on the blocking pool: catalog calls may wait for the disk or for another writer, and must never
+    /// hold up the thread that runs the supervisors, the ffmpeg watchdogs and the watchers.
+    pub async fn run<T, F>(self: &Arc<Self>, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Catalog) -> Result<T> + Send + 'static,
+    {
+        let me = self.clone();
+        match tokio::task::spawn_blocking(move || f(&me)).await {
+            Ok(r) => r,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(Error::Internal(format!("catalog task: {e}"))),
+        }
+    }
+
+    fn writer(&self) -> MutexGuard<'_, Connection> {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Run a read on a reader connection (WAL: it never waits for the writer).
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
+        let Some(path) = &self.path else {
+            return f(&self.writer()).map_err(Error::from_sql);
+        };
+        let pooled = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => {
+                let c = Connection::open_with_flags(
+                    path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )
+                .map_err(|e| Error::catalog(path, e))?;
+                c.busy_timeout(std::time::Duration::from_secs(5))
+                    .map_err(Error::from_sql)?;
+                c
+            }
+        };
+        let out = f(&conn).map_err(Error::from_sql);
+        let mut pool = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < READERS {
+            pool.push(conn);
+        }
+        out
+    }
+
+    // ---- sessions ----------------------------------------------------------------------------------------
+
+    /// Register a session (ffmpeg is about to record into it). Sessions are numbered in registration order,
+    /// which decides the live sequence (never the wall clock, which may step).
+    pub fn open_session(&self, camera: &str, session: &str) -> Result<()> {
+        self.writer()
+            .execute(
+                "INSERT OR IGNORE INTO sessions (camera, session, opened_at_ms) VALUES (?1, ?2, ?3)",
+                params![camera, session, now_ms()],
+            )
+            .map_err(Error::from_sql)?;
+        Ok(())
+    }
+
+    /// Mark a finished session as fully catalogued: it is never scanned again.
+    pub fn close_session(&self, camera: &str, session: &str) -> Result<()> {
+        let conn = self.writer();
+        let now = now_ms();
+        conn.execute(
+            "INSERT OR IGNORE INTO sessions (camera, session, opened_at_ms) VALUES (?1, ?2, ?3)",
+            params![camera, session, now],
+        )
+        .map_err(Error::from_sql)?;
+        conn.execute(
+            "UPDATE sessions SET closed_at_ms = ?3 WHERE camera = ?1 AND session = ?2 AND closed_at_ms IS NULL",
+            params![camera, session, now],
+        )
+        .map_err(Error::from_sql)?;
+        Ok(())
+    }
+
+    /// The sessions of a camera not yet closed, oldest first (few: the current one, and any a crash left).
+    pub fn open_sessions(&self, camera: &str) -> Result<Vec<String>> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT session FROM sessions WHERE camera = ?1 AND closed_at_ms IS NULL ORDER BY id",
+            )?;
+            st.query_map([camera], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()
         })
     }
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    /// Whether a session is closed (None: unknown session).
+    pub fn session_closed(&self, camera: &str, session: &str) -> Result<Option<bool>> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT closed_at_ms IS NOT NULL FROM sessions WHERE camera = ?1 AND session = ?2",
+                params![camera, session],
+                |r| r.get(0),
+            )
+            .optional()
+        })
     }
 
-    /// Record a finished segment. Returns its id if it was new, `None` if it was already catalogued.
-    pub fn insert(&self, s: &NewSegment) -> Result<Option<i64>> {
-        let conn = self.conn();
-        let n = conn
+    /// The sequence numbers already catalogued for one session (rescans after a restart; O(session), once).
+    pub fn seqs(&self, camera: &str, session: &str) -> Result<std::collections::HashSet<i64>> {
+        self.read(|c| {
+            let mut st =
+                c.prepare_cached("SELECT seq FROM segments WHERE camera = ?1 AND session = ?2")?;
+            st.query_map(params![camera, session], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()
+        })
+    }
+
+    /// The last catalogued segment of a session (highest seq).
+    pub fn last_of_session(&self, camera: &str, session: &str) -> Result<Option<Segment>> {
+        self.read(|c| {
+            c.query_row(
+                &format!(
+                    "SELECT {COLUMNS} FROM segments WHERE camera = ?1 AND session = ?2 ORDER BY seq DESC LIMIT 1"
+                ),
+                params![camera, session],
+                row_to_segment,
+            )
+            .optional()
+        })
+    }
+
+    // ---- recording -----------------------------------------------------------------------------------------
+
+    /// Record a finished segment. Returns its id and whether it extended the live sequence, or `None` if it
+    /// was already catalogued. O(log n).
+    pub fn insert(&self, s: &NewSegment) -> Result<Option<Inserted>> {
+        let mut conn = self.writer();
+        let tx = conn.transaction().map_err(Error::from_sql)?;
+        let out = Self::insert_in(&tx, s)?;
+        tx.commit().map_err(Error::from_sql)?;
+        Ok(out)
+    }
+
+    /// Record several segments in one transaction (rescans), in order.
+    pub fn insert_many(&self, rows: &[NewSegment]) -> Result<Vec<Option<Inserted>>> {
+        let mut conn = self.writer();
+        let tx = conn.transaction().map_err(Error::from_sql)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for s in rows {
+            out.push(Self::insert_in(&tx, s)?);
+        }
+        tx.commit().map_err(Error::from_sql)?;
+        Ok(out)
+    }
+
+    fn insert_in(tx: &rusqlite::Transaction<'_>, s: &NewSegment) -> Result<Option<Inserted>> {
+        let now = now_ms();
+        tx.execute(
+            "INSERT OR IGNORE INTO sessions (camera, session, opened_at_ms) VALUES (?1, ?2, ?3)",
+            params![s.camera, s.session, now],
+        )
+        .map_err(Error::from_sql)?;
+        let n = tx
             .execute(
                 "INSERT OR IGNORE INTO segments
                  (camera, factory, session, seq, path, start_ms, duration_ms, bytes, first_in_session, recorded_at_ms)
@@ -213,45 +530,182 @@ impl Catalog {
                     s.duration_ms,
                     s.bytes,
                     s.first_in_session,
-                    chrono::Utc::now().timestamp_millis()
+                    now
                 ],
             )
             .map_err(Error::from_sql)?;
-        Ok((n == 1).then(|| conn.last_insert_rowid()))
+        if n != 1 {
+            return Ok(None);
+        }
+        let id = tx.last_insert_rowid();
+        let session_id: i64 = tx
+            .query_row(
+                "SELECT id FROM sessions WHERE camera = ?1 AND session = ?2",
+                params![s.camera, s.session],
+                |r| r.get(0),
+            )
+            .map_err(Error::from_sql)?;
+        tx.execute(
+            "INSERT OR IGNORE INTO cameras (camera) VALUES (?1)",
+            [&s.camera],
+        )
+        .map_err(Error::from_sql)?;
+        let (last_lseq, last_session, last_session_id, last_seq, disc): (
+            Option<i64>,
+            Option<String>,
+            Option<i64>,
+            Option<i64>,
+            i64,
+        ) = tx
+            .query_row(
+                "SELECT last_lseq, last_session, last_session_id, last_seq, disc FROM cameras WHERE camera = ?1",
+                [&s.camera],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .map_err(Error::from_sql)?;
+        // The live sequence only ever grows at its end: a segment extends it if it comes after the last live
+        // one in recording order (same session, later seq; or a session registered later). Anything else was
+        // catalogued late, behind newer footage, and stays out of live and today's playlists.
+        let live = match (&last_session, last_session_id, last_seq) {
+            (None, _, _) => true,
+            (Some(ls), _, Some(lq)) if *ls == s.session => s.seq > lq,
+            (Some(_), Some(lid), _) => session_id > lid,
+            _ => true,
+        };
+        if live {
+            let join = last_session.as_deref().is_some_and(|ls| ls != s.session);
+            let disc = disc + i64::from(join);
+            let lseq = last_lseq.map_or(0, |l| l + 1);
+            tx.execute(
+                "UPDATE segments SET lseq = ?2, disc = ?3, join_ = ?4 WHERE id = ?1",
+                params![id, lseq, disc, join],
+            )
+            .map_err(Error::from_sql)?;
+            tx.execute(
+                "UPDATE cameras SET last_lseq = ?2, last_session = ?3, last_session_id = ?4, last_seq = ?5,
+                   disc = ?6 WHERE camera = ?1",
+                params![s.camera, lseq, s.session, session_id, s.seq, disc],
+            )
+            .map_err(Error::from_sql)?;
+        }
+        tx.execute(
+            "UPDATE cameras SET bytes = bytes + ?2, segments = segments + 1,
+               max_duration_ms = MAX(max_duration_ms, ?3) WHERE camera = ?1",
+            params![s.camera, s.bytes, s.duration_ms],
+        )
+        .map_err(Error::from_sql)?;
+        Ok(Some(Inserted { id, live }))
     }
 
-    /// The sequence numbers already catalogued for one session.
-    pub fn seqs(&self, camera: &str, session: &str) -> Result<std::collections::HashSet<i64>> {
-        let conn = self.conn();
-        let mut st = conn
-            .prepare_cached("SELECT seq FROM segments WHERE camera = ?1 AND session = ?2")
-            .map_err(Error::from_sql)?;
-        let rows = st
-            .query_map(params![camera, session], |r| r.get(0))
-            .map_err(Error::from_sql)?;
-        rows.collect::<rusqlite::Result<_>>()
-            .map_err(Error::from_sql)
+    /// A camera's running counters (O(1)).
+    pub fn camera_stats(&self, camera: &str) -> Result<CameraStats> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT max_duration_ms, bytes, segments, deleted_until_ms, last_lseq FROM cameras WHERE camera = ?1",
+                [camera],
+                |r| {
+                    Ok(CameraStats {
+                        max_duration_ms: r.get(0)?,
+                        bytes: r.get(1)?,
+                        segments: r.get(2)?,
+                        deleted_until_ms: r.get(3)?,
+                        last_lseq: r.get(4)?,
+                    })
+                },
+            )
+            .optional()
+            .map(Option::unwrap_or_default)
+        })
     }
+
+    /// Bytes of footage on disk, all cameras (O(cameras)).
+    pub fn total_bytes(&self) -> Result<i64> {
+        self.read(|c| {
+            c.query_row("SELECT COALESCE(SUM(bytes), 0) FROM cameras", [], |r| {
+                r.get(0)
+            })
+        })
+    }
+
+    // ---- playlists ---------------------------------------------------------------------------------------
+
+    /// The last `n` segments of a camera's live sequence, oldest first, cut after any hole (so that their
+    /// live positions are consecutive). O(n).
+    pub fn live_window(&self, camera: &str, n: usize) -> Result<Vec<Segment>> {
+        let mut rows: Vec<Segment> = self.read(|c| {
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM segments WHERE camera = ?1 AND lseq IS NOT NULL AND deleting = 0
+                 ORDER BY lseq DESC LIMIT ?2"
+            ))?;
+            st.query_map(params![camera, n as i64], row_to_segment)?
+                .collect::<rusqlite::Result<_>>()
+        })?;
+        rows.reverse();
+        Ok(contiguous_tail(rows))
+    }
+
+    /// The live-sequence segments of a camera that start in `[from_ms, to_ms)`, in live order, cut after any
+    /// hole: today's EVENT playlist. O(rows of the range).
+    pub fn live_range(&self, camera: &str, from_ms: i64, to_ms: i64) -> Result<Vec<Segment>> {
+        let rows = self.read(|c| {
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM segments INDEXED BY segments_camera_start
+                 WHERE camera = ?1 AND start_ms >= ?2 AND start_ms < ?3 AND lseq IS NOT NULL AND deleting = 0"
+            ))?;
+            st.query_map(params![camera, from_ms, to_ms], row_to_segment)?
+                .collect::<rusqlite::Result<Vec<Segment>>>()
+        })?;
+        let mut rows = rows;
+        rows.sort_by_key(|s| s.lseq);
+        Ok(contiguous_tail(rows))
+    }
+
+    /// Segments of a camera that start in `[from_ms, to_ms)`, oldest first (VOD and past days: every segment,
+    /// including those catalogued late). O(rows of the range).
+    pub fn range(&self, camera: &str, from_ms: i64, to_ms: i64) -> Result<Vec<Segment>> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM segments INDEXED BY segments_camera_start
+                 WHERE camera = ?1 AND start_ms >= ?2 AND start_ms < ?3 AND deleting = 0
+                 ORDER BY start_ms, session, seq"
+            ))?;
+            st.query_map(params![camera, from_ms, to_ms], row_to_segment)?
+                .collect::<rusqlite::Result<_>>()
+        })
+    }
+
+    /// One segment of a camera by id.
+    pub fn segment(&self, camera: &str, id: i64) -> Result<Option<Segment>> {
+        self.read(|c| {
+            c.query_row(
+                &format!(
+                    "SELECT {COLUMNS} FROM segments WHERE id = ?1 AND camera = ?2 AND deleting = 0"
+                ),
+                params![id, camera],
+                row_to_segment,
+            )
+            .optional()
+        })
+    }
+
+    // ---- pipeline ----------------------------------------------------------------------------------------
 
     /// Up to `limit` segments waiting for `stage`, oldest first (segments set aside with an error are skipped).
     pub fn pending(&self, stage: Stage, limit: usize) -> Result<Vec<Segment>> {
-        let conn = self.conn();
-        let mut st = conn
-            .prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM segments WHERE {} AND pipeline_error IS NULL ORDER BY id LIMIT ?1",
+        self.read(|c| {
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM segments WHERE {} ORDER BY id LIMIT ?1",
                 stage.pending()
-            ))
-            .map_err(Error::from_sql)?;
-        st.query_map([limit as i64], row_to_segment)
-            .map_err(Error::from_sql)?
-            .collect::<rusqlite::Result<_>>()
-            .map_err(Error::from_sql)
+            ))?;
+            st.query_map([limit as i64], row_to_segment)?
+                .collect::<rusqlite::Result<_>>()
+        })
     }
 
     /// Record that `stage` is done for segment `id` (with the CID, for the pin stage).
     pub fn mark(&self, stage: Stage, id: i64, cid: Option<&str>) -> Result<()> {
-        let now = chrono::Utc::now().timestamp_millis();
-        let conn = self.conn();
+        let now = now_ms();
+        let conn = self.writer();
         let n = match stage {
             Stage::Pin => conn.execute(
                 "UPDATE segments SET cid = ?2, pinned_at_ms = ?3 WHERE id = ?1",
@@ -270,16 +724,13 @@ impl Catalog {
         if n == 1 {
             Ok(())
         } else {
-            Err(Error::index(
-                "mark",
-                format!("segment {id} is not in the catalog"),
-            ))
+            Err(Error::NotInCatalog(id))
         }
     }
 
     /// Set a segment aside: the pipeline cannot process it (the reason is kept and shown).
     pub fn set_aside(&self, id: i64, reason: &str) -> Result<()> {
-        self.conn()
+        self.writer()
             .execute(
                 "UPDATE segments SET pipeline_error = ?2 WHERE id = ?1",
                 params![id, reason],
@@ -288,33 +739,34 @@ impl Catalog {
         Ok(())
     }
 
-    /// Segments waiting at each stage.
+    /// Segments waiting at each stage: counted on the partial indexes, so O(backlog), not O(history).
     pub fn backlog(&self) -> Result<Backlog> {
-        self.conn()
-            .query_row(
-                "SELECT
-                   COALESCE(SUM(pipeline_error IS NULL AND pinned_at_ms IS NULL), 0),
-                   COALESCE(SUM(pipeline_error IS NULL AND pinned_at_ms IS NOT NULL AND indexed_at_ms IS NULL), 0),
-                   COALESCE(SUM(pipeline_error IS NULL AND indexed_at_ms IS NOT NULL AND published_at_ms IS NULL), 0),
-                   COALESCE(SUM(pipeline_error IS NOT NULL), 0)
-                 FROM segments",
-                [],
-                |r| {
-                    Ok(Backlog {
-                        pin: r.get::<_, i64>(0)? as u64,
-                        index: r.get::<_, i64>(1)? as u64,
-                        publish: r.get::<_, i64>(2)? as u64,
-                        failed: r.get::<_, i64>(3)? as u64,
-                    })
-                },
-            )
-            .map_err(Error::from_sql)
+        self.read(|c| {
+            let count = |stage: Stage| -> rusqlite::Result<u64> {
+                c.query_row(
+                    &format!("SELECT COUNT(*) FROM segments WHERE {}", stage.pending()),
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
+                .map(|n| n as u64)
+            };
+            Ok(Backlog {
+                pin: count(Stage::Pin)?,
+                index: count(Stage::Index)?,
+                publish: count(Stage::Publish)?,
+                failed: c.query_row(
+                    "SELECT COUNT(*) FROM segments WHERE pipeline_error IS NOT NULL",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )? as u64,
+            })
+        })
     }
 
-    /// The CID of the segment of the same camera just before `s` in time, if it has one.
+    /// The CID of the segment of the same camera just before `s` in time, if it has one. O(log n).
     pub fn prev_cid(&self, s: &Segment) -> Result<Option<String>> {
-        self.conn()
-            .query_row(
+        self.read(|c| {
+            c.query_row(
                 "SELECT cid FROM segments WHERE camera = ?1
                    AND (start_ms < ?2 OR (start_ms = ?2 AND (session < ?3 OR (session = ?3 AND seq < ?4))))
                  ORDER BY start_ms DESC, session DESC, seq DESC LIMIT 1",
@@ -323,19 +775,18 @@ impl Catalog {
             )
             .optional()
             .map(Option::flatten)
-            .map_err(Error::from_sql)
+        })
     }
 
-    /// Milliseconds from "recorded" to "published" of every published segment (latency figures).
+    /// Milliseconds from "recorded" to "published" of every published segment (latency figures; tests).
     pub fn publish_latencies_ms(&self) -> Result<Vec<i64>> {
-        let conn = self.conn();
-        let mut st = conn
-            .prepare("SELECT published_at_ms - recorded_at_ms FROM segments WHERE published_at_ms IS NOT NULL")
-            .map_err(Error::from_sql)?;
-        st.query_map([], |r| r.get(0))
-            .map_err(Error::from_sql)?
-            .collect::<rusqlite::Result<_>>()
-            .map_err(Error::from_sql)
+        self.read(|c| {
+            let mut st = c.prepare(
+                "SELECT published_at_ms - recorded_at_ms FROM segments WHERE published_at_ms IS NOT NULL",
+            )?;
+            st.query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()
+        })
     }
 
     /// Segments with a CID whose camera (`by_factory` false) or factory (true) is `key`, starting in
@@ -347,152 +798,187 @@ impl Catalog {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<Vec<Segment>> {
-        let col = if by_factory { "factory" } else { "camera" };
-        let conn = self.conn();
-        let mut st = conn
-            .prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM segments WHERE {col} = ?1 AND start_ms >= ?2 AND start_ms < ?3
-                   AND indexed_at_ms IS NOT NULL ORDER BY start_ms, camera, session, seq"
-            ))
-            .map_err(Error::from_sql)?;
-        st.query_map(params![key, from_ms, to_ms], row_to_segment)
-            .map_err(Error::from_sql)?
-            .collect::<rusqlite::Result<_>>()
-            .map_err(Error::from_sql)
+        let (col, index) = if by_factory {
+            ("factory", "segments_start")
+        } else {
+            ("camera", "segments_camera_start")
+        };
+        self.read(|c| {
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM segments INDEXED BY {index}
+                 WHERE {col} = ?1 AND start_ms >= ?2 AND start_ms < ?3
+                   AND indexed_at_ms IS NOT NULL AND deleting = 0 ORDER BY start_ms, camera, session, seq"
+            ))?;
+            st.query_map(params![key, from_ms, to_ms], row_to_segment)?
+                .collect::<rusqlite::Result<_>>()
+        })
     }
 
-    /// Mark a finished session as fully catalogued, so later rescans skip it.
-    pub fn close_session(&self, camera: &str, session: &str) -> Result<()> {
-        self.conn()
+    // ---- retention ---------------------------------------------------------------------------------------
+
+    /// Up to `limit` of the oldest segments (all cameras) that retention may delete: only distributed ones
+    /// (pinned and indexed) when `distributed_only`. O(limit) through the start-time indexes.
+    pub fn oldest(&self, limit: usize, distributed_only: bool) -> Result<Vec<Segment>> {
+        let filter = if distributed_only {
+            "INDEXED BY segments_start_distributed WHERE indexed_at_ms IS NOT NULL AND deleting = 0"
+        } else {
+            "INDEXED BY segments_start WHERE deleting = 0"
+        };
+        self.read(|c| {
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM segments {filter} ORDER BY start_ms LIMIT ?1"
+            ))?;
+            st.query_map([limit as i64], row_to_segment)?
+                .collect::<rusqlite::Result<_>>()
+        })
+    }
+
+    /// Retention, step 1: tombstone segments about to be deleted. They leave every playlist and the pipeline
+    /// at once (and the cameras remember up to when footage was deleted); [`Catalog::forget`] removes the rows
+    /// once the files are gone. After a crash in between, [`Catalog::tombstoned`] lists them again.
+    pub fn tombstone(&self, segments: &[Segment]) -> Result<()> {
+        let mut conn = self.writer();
+        let tx = conn.transaction().map_err(Error::from_sql)?;
+        for s in segments {
+            tx.execute("UPDATE segments SET deleting = 1 WHERE id = ?1", [s.id])
+                .map_err(Error::from_sql)?;
+            tx.execute(
+                "UPDATE cameras SET deleted_until_ms = MAX(COALESCE(deleted_until_ms, ?2), ?2) WHERE camera = ?1",
+                params![s.camera, s.start_ms + s.duration_ms],
+            )
+            .map_err(Error::from_sql)?;
+        }
+        tx.commit().map_err(Error::from_sql)
+    }
+
+    /// Tombstoned segments (retention interrupted by a crash).
+    pub fn tombstoned(&self, limit: usize) -> Result<Vec<Segment>> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM segments WHERE deleting = 1 ORDER BY id LIMIT ?1"
+            ))?;
+            st.query_map([limit as i64], row_to_segment)?
+                .collect::<rusqlite::Result<_>>()
+        })
+    }
+
+    /// Retention, step 2: the files of these tombstoned segments are gone; remove their rows and update the
+    /// cameras' counters. Returns the (camera, session) pairs that have no segment left.
+    pub fn forget(&self, segments: &[Segment]) -> Result<Vec<(String, String)>> {
+        let mut conn = self.writer();
+        let tx = conn.transaction().map_err(Error::from_sql)?;
+        let mut emptied = Vec::new();
+        for s in segments {
+            let n = tx
+                .execute(
+                    "DELETE FROM segments WHERE id = ?1 AND deleting = 1",
+                    [s.id],
+                )
+                .map_err(Error::from_sql)?;
+            if n == 0 {
+                continue;
+            }
+            tx.execute(
+                "UPDATE cameras SET bytes = bytes - ?2, segments = segments - 1 WHERE camera = ?1",
+                params![s.camera, s.bytes],
+            )
+            .map_err(Error::from_sql)?;
+            let left: bool = tx
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM segments WHERE camera = ?1 AND session = ?2)",
+                    params![s.camera, s.session],
+                    |r| r.get(0),
+                )
+                .map_err(Error::from_sql)?;
+            let pair = (s.camera.clone(), s.session.clone());
+            if !left && !emptied.contains(&pair) {
+                emptied.push(pair);
+            }
+        }
+        tx.commit().map_err(Error::from_sql)?;
+        Ok(emptied)
+    }
+
+    /// Forget a session whose segments are all deleted (retention removed its folder).
+    pub fn drop_session(&self, camera: &str, session: &str) -> Result<()> {
+        self.writer()
             .execute(
-                "INSERT OR IGNORE INTO closed_sessions (camera, session, closed_at_ms) VALUES (?1, ?2, ?3)",
-                params![camera, session, chrono::Utc::now().timestamp_millis()],
+                "DELETE FROM sessions WHERE camera = ?1 AND session = ?2 AND closed_at_ms IS NOT NULL
+                   AND NOT EXISTS (SELECT 1 FROM segments WHERE camera = ?1 AND session = ?2)",
+                params![camera, session],
             )
             .map_err(Error::from_sql)?;
         Ok(())
     }
 
-    /// The sessions of a camera already marked closed.
-    pub fn closed_sessions(&self, camera: &str) -> Result<std::collections::HashSet<String>> {
-        let conn = self.conn();
-        let mut st = conn
-            .prepare_cached("SELECT session FROM closed_sessions WHERE camera = ?1")
-            .map_err(Error::from_sql)?;
-        st.query_map([camera], |r| r.get(0))
-            .map_err(Error::from_sql)?
-            .collect::<rusqlite::Result<_>>()
-            .map_err(Error::from_sql)
+    /// `PRAGMA integrity_check`: "ok" when the file is sound.
+    pub fn integrity_check(&self) -> Result<String> {
+        self.read(|c| c.query_row("PRAGMA integrity_check", [], |r| r.get(0)))
     }
 
-    /// One segment of a camera by id.
-    pub fn segment(&self, camera: &str, id: i64) -> Result<Option<Segment>> {
-        let conn = self.conn();
-        conn.query_row(
-            &format!("SELECT {COLUMNS} FROM segments WHERE id = ?1 AND camera = ?2"),
-            params![id, camera],
-            row_to_segment,
-        )
-        .optional()
-        .map_err(Error::from_sql)
-    }
+    // ---- tools and tests ---------------------------------------------------------------------------------
 
-    /// The last `n` segments of a camera, oldest first.
-    pub fn last(&self, camera: &str, n: usize) -> Result<Vec<Segment>> {
-        let conn = self.conn();
-        let mut st = conn
-            .prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM segments WHERE camera = ?1 ORDER BY start_ms DESC, session DESC, seq DESC LIMIT ?2"
-            ))
-            .map_err(Error::from_sql)?;
-        let mut rows: Vec<Segment> = st
-            .query_map(params![camera, n as i64], row_to_segment)
-            .map_err(Error::from_sql)?
-            .collect::<rusqlite::Result<_>>()
-            .map_err(Error::from_sql)?;
-        rows.reverse();
-        Ok(rows)
-    }
-
-    /// Segments of a camera that start in `[from_ms, to_ms)`, oldest first.
-    pub fn range(&self, camera: &str, from_ms: i64, to_ms: i64) -> Result<Vec<Segment>> {
-        let conn = self.conn();
-        let mut st = conn
-            .prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM segments WHERE camera = ?1 AND start_ms >= ?2 AND start_ms < ?3
-                 ORDER BY start_ms, session, seq"
-            ))
-            .map_err(Error::from_sql)?;
-        st.query_map(params![camera, from_ms, to_ms], row_to_segment)
-            .map_err(Error::from_sql)?
-            .collect::<rusqlite::Result<_>>()
-            .map_err(Error::from_sql)
-    }
-
-    /// Where a window whose first segment is `first` sits in the camera's whole sequence.
-    pub fn position(&self, first: &Segment) -> Result<Position> {
-        let conn = self.conn();
-        let (before, sessions_before): (i64, i64) = conn
-            .query_row(
-                "SELECT COUNT(*), COUNT(DISTINCT session) FROM segments
-                 WHERE camera = ?1 AND (start_ms < ?2 OR (start_ms = ?2 AND (session < ?3 OR (session = ?3 AND seq < ?4))))",
-                params![first.camera, first.start_ms, first.session, first.seq],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .map_err(Error::from_sql)?;
-        let prev_session = conn
-            .query_row(
-                "SELECT session FROM segments
-                 WHERE camera = ?1 AND (start_ms < ?2 OR (start_ms = ?2 AND (session < ?3 OR (session = ?3 AND seq < ?4))))
-                 ORDER BY start_ms DESC, session DESC, seq DESC LIMIT 1",
-                params![first.camera, first.start_ms, first.session, first.seq],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(Error::from_sql)?;
-        Ok(Position {
-            before: before as u64,
-            sessions_before: sessions_before as u64,
-            prev_session,
-        })
-    }
-
-    /// Number of segments of a camera (all cameras with `None`).
+    /// Number of segments of a camera (all cameras with `None`), from the running counters.
     pub fn count(&self, camera: Option<&str>) -> Result<u64> {
-        let conn = self.conn();
-        let n: i64 = match camera {
-            Some(c) => conn.query_row(
-                "SELECT COUNT(*) FROM segments WHERE camera = ?1",
-                [c],
-                |r| r.get(0),
-            ),
-            None => conn.query_row("SELECT COUNT(*) FROM segments", [], |r| r.get(0)),
-        }
-        .map_err(Error::from_sql)?;
-        Ok(n as u64)
+        self.read(|c| match camera {
+            Some(cam) => c
+                .query_row(
+                    "SELECT COALESCE(SUM(segments), 0) FROM cameras WHERE camera = ?1",
+                    [cam],
+                    |r| r.get::<_, i64>(0),
+                )
+                .map(|n| n as u64),
+            None => c
+                .query_row("SELECT COALESCE(SUM(segments), 0) FROM cameras", [], |r| {
+                    r.get::<_, i64>(0)
+                })
+                .map(|n| n as u64),
+        })
     }
 
     /// Every segment of every camera with its pipeline state, in catalogue order (tests and tools).
     pub fn all_cameras(&self) -> Result<Vec<Tracked>> {
-        let conn = self.conn();
+        let conn = self.writer();
         let mut st = conn
-            .prepare(&format!("SELECT {COLUMNS}, published_at_ms IS NOT NULL, pipeline_error FROM segments ORDER BY id"))
+            .prepare(&format!(
+                "SELECT {COLUMNS}, published_at_ms IS NOT NULL, pipeline_error FROM segments
+                 WHERE deleting = 0 ORDER BY id"
+            ))
             .map_err(Error::from_sql)?;
-        st.query_map([], |r| {
-            Ok(Tracked {
-                segment: row_to_segment(r)?,
-                published: r.get(11)?,
-                set_aside: r.get(12)?,
+        collect(
+            st.query_map([], |r| {
+                Ok(Tracked {
+                    segment: row_to_segment(r)?,
+                    published: r.get(14)?,
+                    set_aside: r.get(15)?,
+                })
             })
-        })
-        .map_err(Error::from_sql)?
-        .collect::<rusqlite::Result<_>>()
-        .map_err(Error::from_sql)
+            .map_err(Error::from_sql)?,
+        )
     }
 
     /// Every segment of a camera, oldest first (tests and tools; playlists use windows).
     pub fn all(&self, camera: &str) -> Result<Vec<Segment>> {
         self.range(camera, i64::MIN, i64::MAX)
     }
+
+    /// Run raw SQL on the writer connection (benchmarks that generate synthetic history).
+    pub fn with_writer<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T> {
+        f(&mut self.writer()).map_err(Error::from_sql)
+    }
+}
+
+/// The rows after the last hole in their live positions (rows sorted by lseq).
+fn contiguous_tail(mut rows: Vec<Segment>) -> Vec<Segment> {
+    let cut = rows
+        .windows(2)
+        .rposition(|w| w[1].lseq != w[0].lseq.map(|l| l + 1))
+        .map_or(0, |i| i + 1);
+    rows.drain(..cut);
+    rows
 }
 
 #[cfg(test)]
@@ -513,11 +999,21 @@ mod tests {
         }
     }
 
+    fn live_positions(c: &Catalog) -> Vec<(String, i64, Option<i64>, i64, bool)> {
+        c.all("cam1")
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.session, s.seq, s.lseq, s.disc, s.join))
+            .collect()
+    }
+
     #[test]
-    fn inserts_are_idempotent_and_windows_know_their_position() {
+    fn inserts_are_idempotent_and_keep_live_counters() {
         let c = Catalog::in_memory().unwrap();
-        let a = c.insert(&seg("s1", 0, 0)).unwrap();
-        assert!(a.is_some());
+        c.open_session("cam1", "s1").unwrap();
+        c.open_session("cam1", "s2").unwrap();
+        let a = c.insert(&seg("s1", 0, 0)).unwrap().unwrap();
+        assert!(a.live);
         assert_eq!(
             c.insert(&seg("s1", 0, 0)).unwrap(),
             None,
@@ -526,36 +1022,72 @@ mod tests {
         c.insert(&seg("s1", 1, 2000)).unwrap();
         c.insert(&seg("s2", 0, 5000)).unwrap();
         c.insert(&seg("s2", 1, 7000)).unwrap();
-        // Out of order insert (an orphan catalogued late) still sorts by time.
-        c.insert(&seg("s1", 2, 4000)).unwrap();
+        // The partial last segment of s1, catalogued after s2 already extended the live sequence: late.
+        let late = c.insert(&seg("s1", 2, 4000)).unwrap().unwrap();
+        assert!(!late.live);
         assert_eq!(c.count(Some("cam1")).unwrap(), 5);
-        let last = c.last("cam1", 2).unwrap();
         assert_eq!(
-            last.iter()
+            live_positions(&c),
+            [
+                ("s1".into(), 0, Some(0), 0, false),
+                ("s1".into(), 1, Some(1), 0, false),
+                ("s1".into(), 2, None, 0, false),
+                ("s2".into(), 0, Some(2), 1, true),
+                ("s2".into(), 1, Some(3), 1, false),
+            ]
+        );
+        let w = c.live_window("cam1", 2).unwrap();
+        assert_eq!(
+            w.iter()
                 .map(|s| (s.session.as_str(), s.seq))
                 .collect::<Vec<_>>(),
             [("s2", 0), ("s2", 1)]
         );
-        let pos = c.position(&last[0]).unwrap();
         assert_eq!(
-            pos,
-            Position {
-                before: 3,
-                sessions_before: 1,
-                prev_session: Some("s1".into())
-            }
+            c.range("cam1", 2000, 5000).unwrap().len(),
+            2,
+            "VOD includes the late row"
         );
-        let pos = c.position(&c.all("cam1").unwrap()[0]).unwrap();
-        assert_eq!(pos, Position::default());
-        assert_eq!(c.range("cam1", 2000, 5000).unwrap().len(), 2);
+        assert_eq!(
+            c.live_range("cam1", 0, 10_000).unwrap().len(),
+            4,
+            "today's playlist does not"
+        );
         assert_eq!(c.seqs("cam1", "s1").unwrap().len(), 3);
-        let id = last[1].id;
+        assert_eq!(c.last_of_session("cam1", "s1").unwrap().unwrap().seq, 2);
+        let id = w[1].id;
         assert_eq!(c.segment("cam1", id).unwrap().unwrap().seq, 1);
         assert_eq!(
             c.segment("cam2", id).unwrap(),
             None,
             "ids are scoped to their camera"
         );
+        let stats = c.camera_stats("cam1").unwrap();
+        assert_eq!(
+            (stats.bytes, stats.segments, stats.max_duration_ms),
+            (5000, 5, 2000)
+        );
+        assert_eq!(stats.last_lseq, Some(3));
+    }
+
+    #[test]
+    fn the_live_sequence_follows_registration_order_not_the_wall_clock() {
+        let c = Catalog::in_memory().unwrap();
+        c.open_session("cam1", "b-later-name").unwrap();
+        c.insert(&seg("b-later-name", 0, 10_000)).unwrap();
+        // The clock stepped back an hour: the next session's name and times sort earlier, yet it is live.
+        c.open_session("cam1", "a-earlier-name").unwrap();
+        let r = c
+            .insert(&seg("a-earlier-name", 0, -3_590_000))
+            .unwrap()
+            .unwrap();
+        assert!(r.live);
+        let w = c.live_window("cam1", 5).unwrap();
+        assert_eq!(
+            w.iter().map(|s| s.lseq).collect::<Vec<_>>(),
+            [Some(0), Some(1)]
+        );
+        assert!(w[1].join && w[1].disc == 1);
     }
 
     #[test]
@@ -601,28 +1133,145 @@ mod tests {
         assert_eq!(c.indexed_range(false, "cam1", 0, 10_000).unwrap().len(), 1);
         assert_eq!(c.indexed_range(true, "f", 0, 10_000).unwrap().len(), 1);
         assert_eq!(c.publish_latencies_ms().unwrap().len(), 1);
-        assert!(c.mark(Stage::Pin, 9999, Some("x")).is_err());
+        assert!(matches!(
+            c.mark(Stage::Pin, 9999, Some("x")),
+            Err(Error::NotInCatalog(9999))
+        ));
     }
 
     #[test]
-    fn reopening_keeps_rows_and_does_not_rerun_migrations() {
+    fn retention_tombstones_then_forgets_and_keeps_counters() {
+        let c = Catalog::in_memory().unwrap();
+        for i in 0..5 {
+            c.insert(&seg("s1", i, i * 2000)).unwrap();
+        }
+        c.close_session("cam1", "s1").unwrap();
+        let all = c.all("cam1").unwrap();
+        c.mark(Stage::Pin, all[0].id, Some("x")).unwrap();
+        c.mark(Stage::Index, all[0].id, None).unwrap();
+        let oldest = c.oldest(10, true).unwrap();
+        assert_eq!(oldest.len(), 1, "only distributed segments when asked");
+        assert_eq!(c.oldest(2, false).unwrap().len(), 2);
+        c.tombstone(&all[..2]).unwrap();
+        assert_eq!(c.tombstoned(10).unwrap().len(), 2);
+        assert_eq!(
+            c.live_window("cam1", 10).unwrap().len(),
+            3,
+            "tombstoned rows leave playlists"
+        );
+        assert_eq!(c.backlog().unwrap().pin, 3, "and the pipeline");
+        assert!(
+            c.forget(&all[..2]).unwrap().is_empty(),
+            "the session still has segments"
+        );
+        let stats = c.camera_stats("cam1").unwrap();
+        assert_eq!(
+            (stats.bytes, stats.segments, stats.deleted_until_ms),
+            (3000, 3, Some(4000))
+        );
+        c.tombstone(&all[2..]).unwrap();
+        assert_eq!(
+            c.forget(&all[2..]).unwrap(),
+            [("cam1".to_string(), "s1".to_string())]
+        );
+        c.drop_session("cam1", "s1").unwrap();
+        assert_eq!(c.session_closed("cam1", "s1").unwrap(), None);
+        assert_eq!(c.total_bytes().unwrap(), 0);
+        assert_eq!(c.integrity_check().unwrap(), "ok");
+    }
+
+    #[test]
+    fn a_window_with_a_hole_is_cut_after_it() {
+        let c = Catalog::in_memory().unwrap();
+        for i in 0..6 {
+            c.insert(&seg("s1", i, i * 2000)).unwrap();
+        }
+        let all = c.all("cam1").unwrap();
+        c.tombstone(&all[3..4]).unwrap();
+        let w = c.live_window("cam1", 6).unwrap();
+        assert_eq!(w.iter().map(|s| s.seq).collect::<Vec<_>>(), [4, 5]);
+    }
+
+    #[test]
+    fn reopening_keeps_rows_sessions_and_does_not_rerun_migrations() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("catalog.sqlite");
         {
             let c = Catalog::open(&path).unwrap();
+            c.open_session("cam1", "s1").unwrap();
+            c.open_session("cam1", "s2").unwrap();
             c.insert(&seg("s1", 0, 0)).unwrap();
         }
         let c = Catalog::open(&path).unwrap();
         assert_eq!(c.count(None).unwrap(), 1);
+        assert_eq!(c.open_sessions("cam1").unwrap(), ["s1", "s2"]);
         c.close_session("cam1", "s1").unwrap();
         c.close_session("cam1", "s1").unwrap();
+        assert_eq!(c.open_sessions("cam1").unwrap(), ["s2"]);
+        assert_eq!(c.session_closed("cam1", "s1").unwrap(), Some(true));
+        assert!(c.open_sessions("cam2").unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_version_3_catalog_migrates_with_its_live_positions() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.sqlite");
+        {
+            let conn = Connection::open(&path).unwrap();
+            for (i, sql) in MIGRATIONS[..3].iter().enumerate() {
+                conn.execute_batch(&format!(
+                    "BEGIN; {sql}; PRAGMA user_version = {}; COMMIT;",
+                    i + 1
+                ))
+                .unwrap();
+            }
+            for (session, seq, start) in [
+                ("a", 0, 0),
+                ("a", 1, 2000),
+                ("b", 0, 9000),
+                ("b", 1, 11_000),
+            ] {
+                conn.execute(
+                    "INSERT INTO segments (camera, factory, session, seq, path, start_ms, duration_ms, bytes,
+                       first_in_session, recorded_at_ms) VALUES ('cam1', 'f', ?1, ?2, 'p', ?3, 2500, 10, ?2 = 0, 0)",
+                    params![session, seq, start],
+                )
+                .unwrap();
+            }
+            conn.execute("INSERT INTO closed_sessions VALUES ('cam1', 'a', 5)", [])
+                .unwrap();
+        }
+        let c = Catalog::open(&path).unwrap();
         assert_eq!(
-            c.closed_sessions("cam1")
-                .unwrap()
-                .into_iter()
-                .collect::<Vec<_>>(),
-            ["s1"]
+            live_positions(&c),
+            [
+                ("a".into(), 0, Some(0), 0, false),
+                ("a".into(), 1, Some(1), 0, false),
+                ("b".into(), 0, Some(2), 1, true),
+                ("b".into(), 1, Some(3), 1, false),
+            ]
         );
-        assert!(c.closed_sessions("cam2").unwrap().is_empty());
+        assert_eq!(c.open_sessions("cam1").unwrap(), ["b"]);
+        let stats = c.camera_stats("cam1").unwrap();
+        assert_eq!(
+            (
+                stats.bytes,
+                stats.segments,
+                stats.max_duration_ms,
+                stats.last_lseq
+            ),
+            (40, 4, 2500, Some(3))
+        );
+        // The next segment of b continues the live sequence.
+        let r = c
+            .insert(&NewSegment {
+                session: "b".into(),
+                seq: 2,
+                start_ms: 13_000,
+                ..seg("b", 2, 0)
+            })
+            .unwrap();
+        assert!(r.unwrap().live);
+        assert_eq!(c.live_window("cam1", 1).unwrap()[0].lseq, Some(4));
     }
 }

@@ -5,9 +5,9 @@
 //! `#EXT-X-DISCONTINUITY` and a fresh `#EXT-X-PROGRAM-DATE-TIME`, so that players (hls.js, ffprobe) reset
 //! their timestamp mapping at each join.
 //!
-//! Sliding (live) playlists keep `#EXT-X-MEDIA-SEQUENCE` and `#EXT-X-DISCONTINUITY-SEQUENCE` consistent with
-//! the camera's whole sequence of segments ([`counters_at`]), so the discontinuity sequence number a player
-//! computes for a segment never changes as the window slides (RFC 8216 §6.2.1, §6.2.2).
+//! This module only renders; [`crate::playlists`] decides what goes in (from the catalog's live positions and
+//! discontinuity numbers, so that a segment keeps its media sequence number and discontinuity sequence number
+//! in every reload of a sliding playlist: RFC 8216 §6.2.1, §6.2.2).
 
 use std::fmt::{self, Write as _};
 
@@ -18,12 +18,12 @@ use chrono::{DateTime, Utc};
 pub struct Entry {
     /// Relative or absolute URI, written as-is on the segment line.
     pub uri: String,
-    /// ffmpeg session id; a change of session between consecutive entries is a discontinuity.
-    pub session: String,
     /// Wall-clock start, unix milliseconds (UTC).
     pub start_ms: i64,
     /// Duration, written as `#EXTINF`.
     pub duration_ms: u64,
+    /// A session join: `#EXT-X-DISCONTINUITY` (and a `#EXT-X-PROGRAM-DATE-TIME`) before this segment.
+    pub discontinuity: bool,
 }
 
 /// The kind of media playlist, which decides `#EXT-X-PLAYLIST-TYPE` and `#EXT-X-ENDLIST`.
@@ -41,18 +41,14 @@ pub enum Kind {
 #[derive(Debug, Clone)]
 pub struct Playlist<'a> {
     pub kind: Kind,
-    /// The camera's configured target duration in whole seconds. The rendered EXT-X-TARGETDURATION is
-    /// max(this, ceil(longest EXTINF in `entries` in seconds)) so it is never below any EXTINF (and never
-    /// below 1).
+    /// EXT-X-TARGETDURATION in whole seconds. Rendered as max(this, ceil(longest EXTINF in `entries`), 1), so
+    /// it is never below any EXTINF; callers pass a per-camera value that never goes down.
     pub target_duration: u64,
-    /// EXT-X-MEDIA-SEQUENCE: the index of entries[0] in the camera's whole sequence of segments.
+    /// EXT-X-MEDIA-SEQUENCE: the media sequence number of entries[0].
     pub media_sequence: u64,
-    /// EXT-X-DISCONTINUITY-SEQUENCE: the number of discontinuities (session joins) strictly BEFORE entries[0]
-    /// in the camera's whole sequence, i.e. attached to segments that are no longer in the playlist.
+    /// EXT-X-DISCONTINUITY-SEQUENCE: the discontinuity sequence number of entries[0] minus one if entries[0]
+    /// carries EXT-X-DISCONTINUITY (a player adds one per tag it sees).
     pub discontinuity_sequence: u64,
-    /// Session of the segment just before entries[0] in the camera's whole sequence (None if entries[0] is
-    /// the camera's very first segment, or for a playlist that starts its own timeline, like VOD).
-    pub prev_session: Option<&'a str>,
     pub entries: &'a [Entry],
 }
 
@@ -61,8 +57,7 @@ const VERSION: u32 = 3;
 
 /// Renders `p` as an HLS media playlist: `\n` line endings, ending with a newline.
 ///
-/// Each entry whose session differs from the one before it (for the first entry: from `p.prev_session`,
-/// if that is `Some`) gets `#EXT-X-DISCONTINUITY`; the first entry and every such entry get
+/// Entries flagged `discontinuity` get `#EXT-X-DISCONTINUITY`; the first entry and every such entry get
 /// `#EXT-X-PROGRAM-DATE-TIME`. URIs are written verbatim, so they must not contain line breaks.
 pub fn render(p: &Playlist<'_>) -> String {
     let mut out = String::with_capacity(200 + p.entries.len() * (80 + 32));
@@ -78,43 +73,6 @@ pub fn target_duration_of(entries: &[Entry], target_duration: u64) -> u64 {
         .iter()
         .map(|e| e.duration_ms.div_ceil(1000))
         .fold(target_duration.max(1), u64::max)
-}
-
-/// Convenience used by tests and by callers that hold the camera's whole ordered segment list:
-/// the live playlist of the last `window` segments of `all` (all = the camera's segments in time order),
-/// with media_sequence / discontinuity_sequence / prev_session computed from `all`.
-///
-/// The configured `target_duration` is first raised to cover every segment of `all` (see
-/// [`target_duration_of`]), not only those in the window, so that EXT-X-TARGETDURATION does not change as a
-/// long segment slides out of the window (RFC 8216 §6.2.1: it MUST NOT change). It still grows if a longer
-/// segment is appended, which §4.3.3.1 requires.
-pub fn live_from_all(all: &[Entry], window: usize, target_duration: u64) -> String {
-    let k = all.len().saturating_sub(window);
-    let (media_sequence, discontinuity_sequence, prev_session) = counters_at(all, k);
-    render(&Playlist {
-        kind: Kind::Live,
-        target_duration: target_duration_of(all, target_duration),
-        media_sequence,
-        discontinuity_sequence,
-        prev_session,
-        entries: &all[k..],
-    })
-}
-
-/// Counters for a window starting at index k of `all`: (media_sequence, discontinuity_sequence, prev_session).
-///
-/// media_sequence = k; discontinuity_sequence = the number of session boundaries (i >= 1 with
-/// `all[i].session != all[i - 1].session`) at indices 1..=k-1, whose `#EXT-X-DISCONTINUITY` tags left the
-/// window with their segments; prev_session = the session of `all[k - 1]`, if k > 0. A k beyond `all.len()`
-/// is treated as `all.len()` (an empty window after the last segment).
-pub fn counters_at(all: &[Entry], k: usize) -> (u64, u64, Option<&str>) {
-    let k = k.min(all.len());
-    let boundaries = all[..k]
-        .windows(2)
-        .filter(|w| w[0].session != w[1].session)
-        .count();
-    let prev_session = k.checked_sub(1).map(|i| all[i].session.as_str());
-    (k as u64, boundaries as u64, prev_session)
 }
 
 fn write_playlist(out: &mut String, p: &Playlist<'_>) -> fmt::Result {
@@ -139,13 +97,11 @@ fn write_playlist(out: &mut String, p: &Playlist<'_>) -> fmt::Result {
     // Every segment starts with a keyframe (ffmpeg cuts on keyframes).
     writeln!(out, "#EXT-X-INDEPENDENT-SEGMENTS")?;
 
-    let mut prev_session = p.prev_session;
     for (i, e) in p.entries.iter().enumerate() {
-        let discontinuity = prev_session.is_some_and(|s| s != e.session);
-        if discontinuity {
+        if e.discontinuity {
             writeln!(out, "#EXT-X-DISCONTINUITY")?;
         }
-        if i == 0 || discontinuity {
+        if i == 0 || e.discontinuity {
             writeln!(
                 out,
                 "#EXT-X-PROGRAM-DATE-TIME:{}",
@@ -159,7 +115,6 @@ fn write_playlist(out: &mut String, p: &Playlist<'_>) -> fmt::Result {
             e.duration_ms % 1000
         )?;
         writeln!(out, "{}", e.uri)?;
-        prev_session = Some(&e.session);
     }
 
     if p.kind == Kind::Vod {
@@ -189,8 +144,17 @@ mod tests {
     /// 2026-11-21T16:05:00.000Z
     const BASE_MS: i64 = 1_795_277_100_000;
 
-    fn entry(uri: &str, session: &str, start_ms: i64, duration_ms: u64) -> Entry {
-        Entry {
+    /// A recorded segment in the test model: sessions decide the joins.
+    #[derive(Debug, Clone)]
+    struct Rec {
+        uri: String,
+        session: String,
+        start_ms: i64,
+        duration_ms: u64,
+    }
+
+    fn entry(uri: &str, session: &str, start_ms: i64, duration_ms: u64) -> Rec {
+        Rec {
             uri: uri.to_owned(),
             session: session.to_owned(),
             start_ms,
@@ -198,8 +162,75 @@ mod tests {
         }
     }
 
+    /// A rendered window: owns its entries.
+    struct Win {
+        kind: Kind,
+        target: u64,
+        media_sequence: u64,
+        dsn: u64,
+        entries: Vec<Entry>,
+    }
+
+    impl Win {
+        fn render(&self) -> String {
+            render(&Playlist {
+                kind: self.kind,
+                target_duration: self.target,
+                media_sequence: self.media_sequence,
+                discontinuity_sequence: self.dsn,
+                entries: &self.entries,
+            })
+        }
+    }
+
+    /// Entries for `all[k..end]`; a join is a session change from the previous record (for the first entry:
+    /// from `all[k - 1]` when `with_prev`).
+    fn entries_of(all: &[Rec], k: usize, end: usize, with_prev: bool) -> Vec<Entry> {
+        (k..end)
+            .map(|j| Entry {
+                uri: all[j].uri.clone(),
+                start_ms: all[j].start_ms,
+                duration_ms: all[j].duration_ms,
+                discontinuity: j > 0
+                    && (j > k || with_prev)
+                    && all[j].session != all[j - 1].session,
+            })
+            .collect()
+    }
+
+    /// Counters for a window starting at index k of `all`: (media_sequence, discontinuity_sequence,
+    /// prev_session), the reference the catalog's stored counters must agree with.
+    fn counters_at(all: &[Rec], k: usize) -> (u64, u64, Option<&str>) {
+        let k = k.min(all.len());
+        let boundaries = all[..k]
+            .windows(2)
+            .filter(|w| w[0].session != w[1].session)
+            .count();
+        let prev_session = k.checked_sub(1).map(|i| all[i].session.as_str());
+        (k as u64, boundaries as u64, prev_session)
+    }
+
+    /// A standalone playlist of `recs` (VOD-like: its own numbering, no join on the first entry).
+    fn standalone(kind: Kind, recs: &[Rec], target: u64) -> Win {
+        Win {
+            kind,
+            target,
+            media_sequence: 0,
+            dsn: 0,
+            entries: entries_of(recs, 0, recs.len(), false),
+        }
+    }
+
+    /// The live playlist of the last `window` records of `all`, TARGETDURATION covering all of `all`.
+    fn live_from_all(all: &[Rec], window: usize, target: u64) -> String {
+        let k = all.len().saturating_sub(window);
+        let mut w = playlist(Kind::Live, all, k, all.len(), target);
+        w.target = target_duration_of(&entries_of(all, 0, all.len(), false), target);
+        w.render()
+    }
+
     /// Sessions A (3 segments) then B (2 segments), B starting a minute after A ended.
-    fn two_sessions() -> Vec<Entry> {
+    fn two_sessions() -> Vec<Rec> {
         vec![
             entry("A/0.ts", "A", BASE_MS, 2000),
             entry("A/1.ts", "A", BASE_MS + 2000, 2000),
@@ -209,21 +240,14 @@ mod tests {
         ]
     }
 
-    fn playlist<'a>(
-        kind: Kind,
-        all: &'a [Entry],
-        k: usize,
-        end: usize,
-        target: u64,
-    ) -> Playlist<'a> {
-        let (media_sequence, discontinuity_sequence, prev_session) = counters_at(all, k);
-        Playlist {
+    fn playlist(kind: Kind, all: &[Rec], k: usize, end: usize, target: u64) -> Win {
+        let (media_sequence, dsn, _) = counters_at(all, k);
+        Win {
             kind,
-            target_duration: target,
+            target,
             media_sequence,
-            discontinuity_sequence,
-            prev_session,
-            entries: &all[k..end],
+            dsn,
+            entries: entries_of(all, k, end, true),
         }
     }
 
@@ -251,7 +275,7 @@ mod tests {
     }
 
     /// Session boundaries at indices 1..=j of `all`.
-    fn boundaries_through(all: &[Entry], j: usize) -> u64 {
+    fn boundaries_through(all: &[Rec], j: usize) -> u64 {
         (1..=j)
             .filter(|&i| all[i].session != all[i - 1].session)
             .count() as u64
@@ -280,7 +304,7 @@ B/0.ts
 B/1.ts
 ";
         assert_eq!(live_from_all(&all, 4, 2), expected);
-        assert_eq!(render(&playlist(Kind::Live, &all, 1, 5, 2)), expected);
+        assert_eq!((playlist(Kind::Live, &all, 1, 5, 2)).render(), expected);
     }
 
     #[test]
@@ -384,14 +408,7 @@ B/1.ts
     #[test]
     fn event_header() {
         let all = two_sessions();
-        let text = render(&Playlist {
-            kind: Kind::Event,
-            target_duration: 2,
-            media_sequence: 0,
-            discontinuity_sequence: 0,
-            prev_session: None,
-            entries: &all,
-        });
+        let text = standalone(Kind::Event, &all, 2).render();
         assert!(text.starts_with(
             "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n\
              #EXT-X-DISCONTINUITY-SEQUENCE:0\n#EXT-X-PLAYLIST-TYPE:EVENT\n#EXT-X-INDEPENDENT-SEGMENTS\n\
@@ -408,14 +425,7 @@ B/1.ts
     #[test]
     fn vod_header_and_endlist() {
         let all = two_sessions();
-        let text = render(&Playlist {
-            kind: Kind::Vod,
-            target_duration: 2,
-            media_sequence: 0,
-            discontinuity_sequence: 0,
-            prev_session: None,
-            entries: &all[2..],
-        });
+        let text = standalone(Kind::Vod, &all[2..], 2).render();
         let expected = "\
 #EXTM3U
 #EXT-X-VERSION:3
@@ -445,16 +455,7 @@ B/1.ts
     fn empty_playlists() {
         let header = "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n\
                       #EXT-X-DISCONTINUITY-SEQUENCE:0\n";
-        let empty = |kind| {
-            render(&Playlist {
-                kind,
-                target_duration: 2,
-                media_sequence: 0,
-                discontinuity_sequence: 0,
-                prev_session: None,
-                entries: &[],
-            })
-        };
+        let empty = |kind| standalone(kind, &[], 2).render();
         assert_eq!(
             empty(Kind::Live),
             format!("{header}#EXT-X-INDEPENDENT-SEGMENTS\n")
@@ -494,10 +495,19 @@ B/1.ts
         assert!(text.contains("#EXTINF:3.930,\n0.ts\n"), "{text}");
         assert_eq!(parse(&text).target_duration, 4);
         // Ceil, not round: 2.001 s needs 3.
-        assert_eq!(target_duration_of(&[entry("x", "A", 0, 2001)], 2), 3);
+        assert_eq!(
+            target_duration_of(&entries_of(&[entry("x", "A", 0, 2001)], 0, 1, false), 2),
+            3
+        );
         // Whole seconds stay as they are; the configured value wins when larger; never 0.
-        assert_eq!(target_duration_of(&[entry("x", "A", 0, 4000)], 2), 4);
-        assert_eq!(target_duration_of(&[entry("x", "A", 0, 4000)], 6), 6);
+        assert_eq!(
+            target_duration_of(&entries_of(&[entry("x", "A", 0, 4000)], 0, 1, false), 2),
+            4
+        );
+        assert_eq!(
+            target_duration_of(&entries_of(&[entry("x", "A", 0, 4000)], 0, 1, false), 6),
+            6
+        );
         assert_eq!(target_duration_of(&[], 0), 1);
     }
 
@@ -510,7 +520,11 @@ B/1.ts
         ];
         assert!(live_from_all(&all, 2, 2).contains("#EXT-X-TARGETDURATION:4\n"));
         // render() itself only looks at its entries.
-        assert!(render(&playlist(Kind::Live, &all, 1, 3, 2)).contains("#EXT-X-TARGETDURATION:2\n"));
+        assert!(
+            playlist(Kind::Live, &all, 1, 3, 2)
+                .render()
+                .contains("#EXT-X-TARGETDURATION:2\n")
+        );
     }
 
     #[test]
@@ -551,7 +565,7 @@ B/1.ts
 
     /// A camera's segments: `n` entries in up to 6 sessions as contiguous runs, continuous inside a session,
     /// with a gap before each new session.
-    fn arb_all() -> impl Strategy<Value = Vec<Entry>> {
+    fn arb_all() -> impl Strategy<Value = Vec<Rec>> {
         (1usize..60)
             .prop_flat_map(|n| {
                 (
@@ -564,7 +578,7 @@ B/1.ts
             .prop_map(|(durations, gaps, cuts, base)| {
                 let mut session = 0;
                 let mut start = base;
-                let mut all: Vec<Entry> = Vec::with_capacity(durations.len());
+                let mut all: Vec<Rec> = Vec::with_capacity(durations.len());
                 for (i, (&duration_ms, gap)) in durations.iter().zip(gaps).enumerate() {
                     if i > 0 {
                         start += all[i - 1].duration_ms as i64;
@@ -574,7 +588,7 @@ B/1.ts
                         }
                     }
                     let session = format!("{session:x}-ffmpeg");
-                    all.push(Entry {
+                    all.push(Rec {
                         uri: format!("cam1/{session}/{i:06}.ts"),
                         session,
                         start_ms: start,
@@ -609,21 +623,14 @@ B/1.ts
     }
 
     /// Checks one rendered window `all[k..end]` of `kind` against every property.
-    fn check_window(all: &[Entry], k: usize, end: usize, kind: Kind, target: u64) {
+    fn check_window(all: &[Rec], k: usize, end: usize, kind: Kind, target: u64) {
         let p = if kind == Kind::Vod {
-            Playlist {
-                kind,
-                target_duration: target,
-                media_sequence: 0,
-                discontinuity_sequence: 0,
-                prev_session: None,
-                entries: &all[k..end],
-            }
+            standalone(kind, &all[k..end], target)
         } else {
             playlist(kind, all, k, end, target)
         };
-        let text = render(&p);
-        let entries = p.entries;
+        let text = p.render();
+        let entries = &p.entries;
         assert!(text.ends_with('\n') && !text.contains('\r'));
 
         // 1. It parses as a media playlist, with every segment (the parser silently stops at junk).
@@ -732,8 +739,8 @@ B/1.ts
                 let text = live_from_all(&all[..n], window, target);
                 let k = n.saturating_sub(window);
                 let mut expected = playlist(Kind::Live, &all, k, n, target);
-                expected.target_duration = target_duration_of(&all[..n], target);
-                prop_assert_eq!(&text, &render(&expected));
+                expected.target = target_duration_of(&entries_of(&all, 0, n, false), target);
+                prop_assert_eq!(&text, &expected.render());
                 let pl = parse(&text);
                 prop_assert_eq!(pl.media_sequence, k as u64);
                 prop_assert_eq!(pl.segments.len(), n - k);

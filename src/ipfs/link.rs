@@ -11,7 +11,7 @@ use supervisors::{Clock, ExitSlot, Terminate};
 use tokio::sync::watch;
 
 use super::kubo::Kubo;
-use crate::capture::process::ProcessGroup;
+use crate::process::{Command, ProcessGroup, Redactor};
 
 /// How the API looked at the last check.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +65,8 @@ pub struct IpfsLink {
     exit: ExitSlot,
     path: String,
     daemon: Option<Vec<String>>,
+    /// The owner marker in the daemon's environment (see [`crate::process::MARKER`]).
+    marker: String,
     group: Option<ProcessGroup>,
 }
 
@@ -84,8 +86,16 @@ impl IpfsLink {
             exit,
             path,
             daemon,
+            marker: "vigil-ipfs-daemon".to_string(),
             group: None,
         }
+    }
+
+    /// Mark the daemon process with this owner value (a path inside the data folder makes a daemon left by a
+    /// crashed vigil a leftover that the next start kills).
+    pub fn with_marker(mut self, marker: impl Into<String>) -> Self {
+        self.marker = marker.into();
+        self
     }
 }
 
@@ -98,7 +108,15 @@ impl Actor for IpfsLink {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         if let Some(cmd) = self.daemon.clone().filter(|c| !c.is_empty()) {
-            match ProcessGroup::spawn(&cmd[0], &cmd[1..], 8, &self.path) {
+            let command = Command {
+                program: cmd[0].clone(),
+                args: cmd[1..].to_vec(),
+                marker: self.marker.clone(),
+                keep: 8,
+                label: self.path.clone(),
+                redactor: Redactor::default(),
+            };
+            match ProcessGroup::spawn(&command) {
                 Ok(spawned) => {
                     tracing::info!(actor = %self.path, pid = spawned.group.pid(), "IPFS daemon started: {}", cmd.join(" "));
                     self.group = Some(spawned.group);

@@ -84,6 +84,9 @@ mod tests {
             bytes: 10,
             first_in_session: false,
             cid: Some("bafkx".into()),
+            lseq: Some(3),
+            disc: 0,
+            join: false,
         };
         let a = Announcement::of(&s, Some("bafkw".into()), "n1").unwrap();
         assert_eq!(a.start, "2023-11-14T22:13:20.123Z");

@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use supervisors::{Backoff, BackoffPolicy, Clock, ExitSlot, FastRandJitter, Terminate};
-use tokio::sync::Notify;
 
 use crate::catalog::{Catalog, Segment, Stage};
 use crate::error::{Error, Result};
@@ -23,23 +22,7 @@ use crate::ipfs::kubo::Kubo;
 use crate::ipfs::link::Link;
 use announce::Announcement;
 
-/// Wakes each stage when work for it may have arrived.
-#[derive(Debug, Default)]
-pub struct Wake {
-    pin: Notify,
-    index: Notify,
-    publish: Notify,
-}
-
-impl Wake {
-    pub fn stage(&self, s: Stage) -> &Notify {
-        match s {
-            Stage::Pin => &self.pin,
-            Stage::Index => &self.index,
-            Stage::Publish => &self.publish,
-        }
-    }
-}
+pub use crate::catalog::Wake;
 
 /// Where the pinner pins.
 #[derive(Debug, Clone)]
@@ -78,6 +61,7 @@ fn retry_policy() -> BackoffPolicy {
         factor: 2.0,
         jitter: 0.2,
         reset_after: Duration::from_secs(0),
+        immediate_after_healthy: false,
     }
 }
 

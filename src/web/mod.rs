@@ -13,14 +13,15 @@ use std::time::Instant;
 
 use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, get, route, web};
-use chrono::{NaiveDate, TimeZone, Utc};
+use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use supervisors::{ChildContext, ChildHandle, ChildSpec, ExitReason, Shutdown};
 
-use crate::catalog::{Catalog, Segment};
+use crate::capture::Board;
+use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::error::Error;
-use crate::hls::{self, Entry, Kind, Playlist};
+use crate::playlists;
 
 const M3U8: &str = "application/vnd.apple.mpegurl";
 /// Longest VOD range served in one playlist.
@@ -39,8 +40,11 @@ struct State {
     started: Instant,
     catalog: Arc<Catalog>,
     cameras: BTreeMap<String, CameraInfo>,
+    board: Arc<Board>,
     data_dir: PathBuf,
     live_window: usize,
+    /// The zone whose days the day playlists cover.
+    tz: jiff::tz::TimeZone,
 }
 
 #[derive(Serialize)]
@@ -96,20 +100,36 @@ async fn pipeline(state: web::Data<State>) -> HttpResponse {
     }
 }
 
+/// The cameras with their state: recording, reconnecting, auth_failed, not_found, stalled, disk_full,
+/// starting or stopped, since when, and the last problem in plain words.
 #[get("/api/cameras")]
 async fn cameras(state: web::Data<State>) -> HttpResponse {
-    HttpResponse::Ok().json(state.cameras.values().collect::<Vec<_>>())
+    let list: Vec<serde_json::Value> = state
+        .cameras
+        .values()
+        .map(|c| {
+            let status = state.board.get(&c.id);
+            serde_json::json!({
+                "id": c.id,
+                "factory_id": c.factory_id,
+                "state": status.as_ref().map(|s| s.state),
+                "since": status.as_ref().map(|s| rfc3339(s.since_ms)),
+                "last_error": status.as_ref().and_then(|s| s.last_error.clone()),
+                "session": status.as_ref().and_then(|s| s.session.clone()),
+                "last_write": status.as_ref().and_then(|s| s.last_write_ms).map(rfc3339),
+                "last_segment": status.as_ref().and_then(|s| s.last_segment_ms).map(rfc3339),
+            })
+        })
+        .collect();
+    HttpResponse::Ok()
+        .insert_header((CACHE_CONTROL, "no-cache"))
+        .json(list)
 }
 
-fn entries(rows: &[Segment]) -> Vec<Entry> {
-    rows.iter()
-        .map(|s| Entry {
-            uri: format!("segments/{}.ts", s.id),
-            session: s.session.clone(),
-            start_ms: s.start_ms,
-            duration_ms: s.duration_ms.max(0) as u64,
-        })
-        .collect()
+fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::<Utc>::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 fn playlist_response(body: String, cache: &'static str) -> HttpResponse {
@@ -144,36 +164,30 @@ async fn live(state: web::Data<State>, path: web::Path<String>) -> HttpResponse 
         Err(r) => return r,
     };
     let (catalog, window) = (state.catalog.clone(), state.live_window);
-    let id = cam.id.clone();
-    let built = blocking(move || {
-        let rows = catalog.last(&id, window)?;
-        let pos = match rows.first() {
-            Some(first) => catalog.position(first)?,
-            None => Default::default(),
-        };
-        Ok((rows, pos))
-    })
-    .await;
-    let (rows, pos) = match built {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let e = entries(&rows);
-    let body = hls::render(&Playlist {
-        kind: Kind::Live,
-        target_duration: cam.target_duration,
-        media_sequence: pos.before,
-        // Joins before the window: one fewer than the sessions seen before it.
-        discontinuity_sequence: pos.sessions_before.saturating_sub(1),
-        prev_session: pos.prev_session.as_deref(),
-        entries: &e,
-    });
-    playlist_response(body, "no-cache")
+    match blocking(move || playlists::live(&catalog, &cam.id, window, cam.target_duration)).await {
+        Ok(body) => playlist_response(body, "no-cache"),
+        Err(r) => r,
+    }
 }
 
 #[derive(Deserialize)]
 struct DayQuery {
     date: Option<String>,
+}
+
+/// `[from, to)` in unix ms of `date` in `tz` (23 or 25 hours on the days the clocks change).
+fn day_bounds(tz: &jiff::tz::TimeZone, date: jiff::civil::Date) -> Result<(i64, i64), String> {
+    let start = date
+        .to_zoned(tz.clone())
+        .map_err(|e| format!("{date} has no start in this time zone: {e}"))?;
+    let next = date
+        .tomorrow()
+        .and_then(|d| d.to_zoned(tz.clone()))
+        .map_err(|e| format!("{date} has no end in this time zone: {e}"))?;
+    Ok((
+        start.timestamp().as_millisecond(),
+        next.timestamp().as_millisecond(),
+    ))
 }
 
 #[route("/cameras/{camera}/day.m3u8", method = "GET", method = "HEAD")]
@@ -186,34 +200,33 @@ async fn day(
         Ok(c) => c.clone(),
         Err(r) => return r,
     };
+    let today = jiff::Timestamp::now().to_zoned(state.tz.clone()).date();
     let date = match &q.date {
-        None => Utc::now().date_naive(),
-        Some(d) => match NaiveDate::parse_from_str(d, "%Y-%m-%d") {
-            Ok(d) => d,
-            Err(_) => return bad_request(format!("date {d:?} is not YYYY-MM-DD")),
+        None => today,
+        // Only exactly YYYY-MM-DD (jiff would also take other forms).
+        Some(text) => match text.parse::<jiff::civil::Date>() {
+            Ok(d) if d.to_string() == *text => d,
+            _ => return bad_request(format!("date {text:?} is not YYYY-MM-DD")),
         },
     };
-    let from = Utc
-        .from_utc_datetime(&date.and_hms_opt(0, 0, 0).expect("midnight exists"))
-        .timestamp_millis();
-    let to = from + 86_400_000;
-    let catalog = state.catalog.clone();
-    let id = cam.id.clone();
-    let rows = match blocking(move || catalog.range(&id, from, to)).await {
-        Ok(v) => v,
-        Err(r) => return r,
+    let (from, to) = match day_bounds(&state.tz, date) {
+        Ok(b) => b,
+        Err(m) => return bad_request(m),
     };
-    let e = entries(&rows);
-    let today = date == Utc::now().date_naive();
-    let body = hls::render(&Playlist {
-        kind: if today { Kind::Event } else { Kind::Vod },
-        target_duration: cam.target_duration,
-        media_sequence: 0,
-        discontinuity_sequence: 0,
-        prev_session: None,
-        entries: &e,
-    });
-    playlist_response(body, if today { "no-cache" } else { "max-age=60" })
+    let catalog = state.catalog.clone();
+    let is_today = date == today;
+    let built = blocking(move || {
+        if is_today {
+            playlists::today(&catalog, &cam.id, from, to, cam.target_duration)
+        } else {
+            playlists::vod(&catalog, &cam.id, from, to, false, cam.target_duration)
+        }
+    })
+    .await;
+    match built {
+        Ok(body) => playlist_response(body, if is_today { "no-cache" } else { "max-age=60" }),
+        Err(r) => r,
+    }
 }
 
 #[derive(Deserialize)]
@@ -256,28 +269,13 @@ async fn vod(
         ));
     }
     let catalog = state.catalog.clone();
-    let id = cam.id.clone();
     // Include the segment that was already running at `from`.
-    let rows = match blocking(move || {
-        let mut rows = catalog.range(&id, from - 120_000, to)?;
-        rows.retain(|s| s.start_ms + s.duration_ms > from);
-        Ok(rows)
-    })
-    .await
+    match blocking(move || playlists::vod(&catalog, &cam.id, from, to, true, cam.target_duration))
+        .await
     {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let e = entries(&rows);
-    let body = hls::render(&Playlist {
-        kind: Kind::Vod,
-        target_duration: cam.target_duration,
-        media_sequence: 0,
-        discontinuity_sequence: 0,
-        prev_session: None,
-        entries: &e,
-    });
-    playlist_response(body, "max-age=60")
+        Ok(body) => playlist_response(body, "max-age=60"),
+        Err(r) => r,
+    }
 }
 
 #[route("/cameras/{camera}/segments/{file}", method = "GET", method = "HEAD")]
@@ -331,6 +329,7 @@ fn start(
 ) -> Result<ChildHandle, Error> {
     let server = HttpServer::new(move || {
         let mut app = App::new()
+            .wrap(actix_web::middleware::Compress::default())
             .app_data(state.clone())
             .service(healthz)
             .service(cameras)
@@ -374,7 +373,7 @@ fn start(
 }
 
 /// The `web` child of the `services` supervisor.
-pub fn child_spec(config: &Config, catalog: Arc<Catalog>) -> ChildSpec {
+pub fn child_spec(config: &Config, catalog: Arc<Catalog>, board: Arc<Board>) -> ChildSpec {
     let listen = config.listen_addr();
     let assets = config.http.assets_dir.clone();
     let state = web::Data::new(State {
@@ -395,8 +394,10 @@ pub fn child_spec(config: &Config, catalog: Arc<Catalog>) -> ChildSpec {
                 )
             })
             .collect(),
+        board,
         data_dir: config.data_dir.clone(),
         live_window: config.capture.live_window,
+        tz: config.time_zone(),
     });
     ChildSpec::worker("web", move |cx| {
         start(cx, state.clone(), listen, assets.clone()).map_err(|e| e.to_string())

@@ -66,18 +66,33 @@ pub fn figure(name: &str, line: &str) {
 pub struct Camera {
     pub port: u16,
     cameras: usize,
+    args: Vec<String>,
     child: Option<Child>,
+    /// (mount, unix ms) of every frame marker the camera printed (with `--marker-every`).
+    markers: std::sync::Arc<std::sync::Mutex<Vec<(String, i64)>>>,
 }
 
 impl Camera {
     pub fn start(cameras: usize) -> Camera {
+        Self::start_with(cameras, &[])
+    }
+
+    /// With extra camera.py flags, e.g. `["--gop", "30", "--marker-every", "3"]` or `["--auth", "u:p"]`.
+    pub fn start_with(cameras: usize, args: &[&str]) -> Camera {
         let mut c = Camera {
             port: free_port(),
             cameras,
+            args: args.iter().map(|a| a.to_string()).collect(),
             child: None,
+            markers: Default::default(),
         };
         c.spawn();
         c
+    }
+
+    /// The frame markers printed so far: (mount, unix ms).
+    pub fn markers(&self) -> Vec<(String, i64)> {
+        self.markers.lock().unwrap().clone()
     }
 
     pub fn url(&self, n: usize) -> String {
@@ -89,15 +104,29 @@ impl Camera {
             Path::new("/usr/bin/python3").exists() && which("ffmpeg"),
             "the camera simulator and ffmpeg are required: run testbed/install.sh"
         );
-        let child = Command::new("/usr/bin/python3")
+        let mut child = Command::new("/usr/bin/python3")
+            .arg("-u")
             .arg(repo().join("testbed/camera.py"))
             .args(["--address", "127.0.0.1", "--port", &self.port.to_string()])
             .args(["--cameras", &self.cameras.to_string()])
+            .args(&self.args)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("start testbed/camera.py");
+        let out = child.stdout.take().unwrap();
+        let markers = self.markers.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let mut f = line.split_whitespace();
+                if f.next() == Some("marker")
+                    && let (Some(cam), Some(ms)) = (f.next(), f.next().and_then(|m| m.parse().ok()))
+                {
+                    markers.lock().unwrap().push((cam.to_string(), ms));
+                }
+            }
+        });
         self.child = Some(child);
         let port = self.port;
         wait_until("camera simulator answers", Duration::from_secs(15), || {
@@ -156,7 +185,7 @@ pub fn config(data_dir: &Path, cameras: &[(&str, String)], extra_top: &str) -> S
     );
     for (id, url) in cameras {
         s += &format!(
-            "\n[[cameras]]\nid = \"{id}\"\nfactory_id = \"factory-a\"\nurl = \"{url}\"\nsegment_seconds = 2\nstall_seconds = 6\n"
+            "\n[[cameras]]\nid = \"{id}\"\nfactory_id = \"factory-a\"\nurl = \"{url}\"\nsegment_seconds = 2\n"
         );
     }
     s
@@ -444,6 +473,56 @@ pub fn ffprobe_duration(input: &str) -> f64 {
                 String::from_utf8_lossy(&out.stderr)
             )
         })
+}
+
+/// ffprobe's start time of a media file, in seconds.
+pub fn ffprobe_start(input: &str) -> f64 {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "format=start_time",
+            "-of",
+            "csv=p=0",
+            input,
+        ])
+        .output()
+        .expect("ffprobe");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(f64::NAN)
+}
+
+/// Times (seconds, in the file's own timestamps) of the camera's white marker frames in a segment file.
+pub fn marker_frames(file: &str) -> Vec<f64> {
+    let out = Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-nostdin",
+            "-i",
+            file,
+            "-vf",
+            "negate,blackframe=amount=85:threshold=32",
+            "-f",
+            "null",
+            "-",
+        ])
+        .output()
+        .expect("ffmpeg");
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| l.contains("blackframe") && l.contains(" t:"))
+        .filter_map(|l| {
+            l.split(" t:")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect()
 }
 
 pub fn catalog(data_dir: &Path) -> vigil::catalog::Catalog {

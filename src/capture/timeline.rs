@@ -1,0 +1,156 @@
+//! Wall-clock times for a session's segments: "time you can testify with".
+//!
+//! ffmpeg gives each segment's exact position in *media* time (the camera's RTP clock, from ffmpeg's segment
+//! list). vigil observes when each segment reached the disk in *wall* time (the file's birth and last-write
+//! times). An observation is never early, only late (scheduling, a slow disk), except by at most one frame.
+//! A session's anchor (wall time of media time 0) is therefore:
+//!
+//! - at the start, the earliest observation of its first segments (ffmpeg probes its input before writing,
+//!   so the very first file is created a little late; the next ones are written live);
+//! - afterwards, slewed towards each new observation by at most 500 ppm of the segment's duration, as
+//!   Moonfire NVR does: a camera clock that drifts against the box's NTP-disciplined clock is followed over a
+//!   session of weeks, and no single late observation moves a segment by more than a millisecond or so.
+//!
+//! So consecutive segments stay contiguous within 500 ppm and their times follow the box's clock.
+
+/// How many segments may still pull the anchor down to an earlier observation.
+const SETTLE: u32 = 5;
+/// Largest correction, in parts per million of the segment's duration.
+pub const SLEW_PPM: f64 = 500.0;
+
+/// A session's mapping from media time to wall time.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Timeline {
+    /// Wall-clock milliseconds at media time 0.
+    anchor_ms: Option<f64>,
+    placed: u32,
+    /// Media time (s) of the end of the last placed segment.
+    last_media_end: Option<f64>,
+}
+
+impl Timeline {
+    /// A timeline whose anchor is already known (from a catalogued segment).
+    pub fn anchored(anchor_ms: f64) -> Timeline {
+        Timeline {
+            anchor_ms: Some(anchor_ms),
+            placed: SETTLE,
+            last_media_end: None,
+        }
+    }
+
+    /// The anchor, if any segment was placed.
+    pub fn anchor_ms(&self) -> Option<f64> {
+        self.anchor_ms
+    }
+
+    /// Wall-clock start (unix ms) of the segment at `[media_start, media_start + media_dur)` (seconds), given
+    /// `observed`: an observation of wall − media (ms) for it, if the file could be looked at. `fallback` is
+    /// used as the anchor when nothing was observed yet.
+    pub fn place(
+        &mut self,
+        media_start: f64,
+        media_dur: f64,
+        observed: Option<f64>,
+        fallback: f64,
+    ) -> i64 {
+        let anchor = match (self.anchor_ms, observed) {
+            (None, Some(o)) => o,
+            (None, None) => fallback,
+            (Some(a), Some(o)) if self.placed < SETTLE && o < a => o,
+            (Some(a), Some(o)) => {
+                // Slew over the media time elapsed since the last placed segment (its duration, normally).
+                let elapsed = self
+                    .last_media_end
+                    .map_or(media_dur, |e| (media_start + media_dur - e).max(media_dur));
+                let max = elapsed * 1000.0 * SLEW_PPM / 1e6;
+                a + (o - a).clamp(-max, max)
+            }
+            (Some(a), None) => a,
+        };
+        self.anchor_ms = Some(anchor);
+        self.placed = self.placed.saturating_add(1);
+        self.last_media_end = Some(media_start + media_dur);
+        (anchor + media_start * 1000.0).round() as i64
+    }
+}
+
+/// The observation for a segment file: wall − media (ms), from its birth time (≈ its first packet's arrival)
+/// and its last write (≈ its last packet's arrival, just before the next segment's first), whichever is
+/// earlier. `None` if the file's times cannot be read.
+pub fn observe(meta: &std::fs::Metadata, media_start: f64, media_end: f64) -> Option<f64> {
+    let ms = |t: std::time::SystemTime| -> Option<f64> {
+        Some(t.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs_f64() * 1000.0)
+    };
+    let by_birth = meta
+        .created()
+        .ok()
+        .and_then(ms)
+        .map(|b| b - media_start * 1000.0);
+    let by_write = meta
+        .modified()
+        .ok()
+        .and_then(ms)
+        .map(|m| m - media_end * 1000.0);
+    match (by_birth, by_write) {
+        (Some(b), Some(w)) => Some(b.min(w)),
+        (b, w) => b.or(w),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn the_first_segments_take_the_earliest_observation_then_only_slew() {
+        let mut t = Timeline::default();
+        // Segment 0's file was created 300 ms late (ffmpeg probing), segment 1's on time.
+        assert_eq!(t.place(0.0, 2.0, Some(1_000_300.0), 0.0), 1_000_300);
+        assert_eq!(t.place(2.0, 2.0, Some(1_000_000.0), 0.0), 1_002_000);
+        // Later, a late observation (the disk stalled 2 s) moves the anchor by at most 500 ppm of 2 s.
+        for k in 2..SETTLE as i64 {
+            t.place(2.0 * k as f64, 2.0, Some(1_000_000.0), 0.0);
+        }
+        let s = t.place(10.0, 2.0, Some(1_002_000.0), 0.0);
+        assert_eq!(s, 1_000_000 + 10_000 + 1);
+        // Nothing observed: the anchor stays.
+        assert_eq!(t.place(12.0, 2.0, None, 0.0), 1_000_000 + 12_000 + 1);
+        // A fresh timeline with nothing observed uses the fallback.
+        assert_eq!(Timeline::default().place(1.5, 2.0, None, 7000.0), 8500);
+        assert_eq!(Timeline::anchored(100.0).place(1.0, 2.0, None, 0.0), 1100);
+    }
+
+    proptest! {
+        /// A camera clock off by up to ±300 ppm, observations late by 0..80 ms (and now and then by seconds):
+        /// once the first segments have settled the anchor, every segment stays within 0.5 s of the truth and
+        /// consecutive segments are contiguous within 500 ppm.
+        #[test]
+        fn drift_is_followed_within_the_slew_limit(
+            ppm in -300.0f64..300.0,
+            delays in prop::collection::vec(prop_oneof![20 => 0.0f64..80.0, 1 => 0.0f64..3000.0], 2000),
+        ) {
+            let mut t = Timeline::default();
+            let start_wall = 1.8e12;
+            let dur = 2.0;
+            let mut prev: Option<(i64, f64)> = None;
+            for (k, delay) in delays.iter().enumerate() {
+                let media_start = k as f64 * dur;
+                // True wall time at which media time m was captured: the camera's clock runs (1 + ppm) fast.
+                let truth = start_wall + media_start * 1000.0 / (1.0 + ppm / 1e6);
+                let observed = truth + delay - media_start * 1000.0;
+                let s = t.place(media_start, dur, Some(observed), 0.0);
+                if k < SETTLE as usize {
+                    prev = Some((s, dur));
+                    continue;
+                }
+                prop_assert!(((s as f64) - truth).abs() < 500.0, "segment {} off by {} ms", k, s as f64 - truth);
+                if let Some((ps, pd)) = prev {
+                    let gap = (s - ps) as f64 - pd * 1000.0;
+                    prop_assert!(gap.abs() <= pd * 1000.0 * SLEW_PPM / 1e6 + 1.0, "gap {} ms", gap);
+                }
+                prev = Some((s, dur));
+            }
+        }
+    }
+}

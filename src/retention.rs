@@ -1,0 +1,288 @@
+//! Retention: the data folder keeps within its disk budget, oldest footage first, for months.
+//!
+//! Rules (`[retention]`): at most `max_bytes` of footage; at least `min_free` of the file system free; nothing
+//! older than `max_age_days`. While distribution is configured, only segments already pinned and indexed are
+//! deleted — unless free space falls below `critical_free`, when the oldest footage goes anyway so that
+//! recording never stops; each such deletion is logged and counted. A write that fails for lack of space
+//! (ffmpeg, the catalog) wakes retention at once ([`press`]).
+//!
+//! Deletion is crash-safe and keeps catalog, playlists and disk consistent: rows are tombstoned first (they
+//! leave every playlist and the pipeline), then the files are removed, then the rows; a session folder goes
+//! once its last segment has. A tombstone found at start (a crash in between) is finished first. Every step
+//! runs on the blocking pool; each pass is O(segments deleted), never O(history).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use supervisors::{ChildHandle, ChildSpec, Clock, ExitReason, Shutdown};
+use tokio::sync::{Notify, watch};
+
+use crate::catalog::{Catalog, Segment};
+use crate::config::{Config, RetentionConfig};
+use crate::error::{Error, Result};
+
+/// Segments deleted by retention since start, and how many of them were not yet distributed.
+pub static DELETED: AtomicU64 = AtomicU64::new(0);
+pub static DELETED_UNDISTRIBUTED: AtomicU64 = AtomicU64::new(0);
+
+/// Rows looked at per step.
+const STEP: usize = 64;
+
+fn pressure() -> &'static Notify {
+    static P: std::sync::OnceLock<Notify> = std::sync::OnceLock::new();
+    P.get_or_init(Notify::new)
+}
+
+/// Something could not be written for lack of space: look now.
+pub fn press() {
+    pressure().notify_one();
+}
+
+/// Free and total bytes of the file system holding `path`.
+pub fn disk_space(path: &Path) -> Result<(u64, u64)> {
+    let s = nix::sys::statvfs::statvfs(path)
+        .map_err(|e| Error::io("cannot read free space of", path, e.into()))?;
+    let frsize = s.fragment_size() as u64;
+    Ok((
+        s.blocks_available() as u64 * frsize,
+        s.blocks() as u64 * frsize,
+    ))
+}
+
+/// What one pass decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Plan {
+    /// Bytes to free for the byte budget and the free-space floor.
+    pub bytes: u64,
+    /// Whether free space is below the critical floor.
+    pub critical: bool,
+}
+
+/// How many bytes to free, from the footage on disk, the file system's free and total bytes.
+pub fn plan(cfg: &RetentionConfig, footage: u64, free: u64, total: u64) -> Plan {
+    let over_budget = cfg
+        .max_bytes
+        .map_or(0, |m| footage.saturating_sub(m.bytes_of(total)));
+    let under_free = cfg.min_free.bytes_of(total).saturating_sub(free);
+    Plan {
+        bytes: over_budget.max(under_free),
+        critical: free < cfg.critical_free.bytes_of(total),
+    }
+}
+
+/// The worker.
+struct Retention {
+    cfg: RetentionConfig,
+    catalog: Arc<Catalog>,
+    data_dir: PathBuf,
+    /// Only distributed segments may go (outside the critical floor).
+    distribution: bool,
+    clock: Arc<dyn Clock>,
+    path: String,
+}
+
+impl Retention {
+    fn now_ms(&self) -> i64 {
+        chrono::DateTime::<chrono::Utc>::from(self.clock.wall()).timestamp_millis()
+    }
+
+    /// Remove the files of tombstoned segments, then their rows; remove emptied closed session folders.
+    /// Blocking.
+    fn delete(catalog: &Catalog, data_dir: &Path, batch: &[Segment]) -> Result<()> {
+        let mut gone = Vec::with_capacity(batch.len());
+        for s in batch {
+            let file = data_dir.join(&s.path);
+            match std::fs::remove_file(&file) {
+                Ok(()) => gone.push(s.clone()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => gone.push(s.clone()),
+                // Keep the tombstone: retried on the next pass.
+                Err(e) => tracing::error!(file = %file.display(), "cannot delete segment: {e}"),
+            }
+        }
+        for (camera, session) in catalog.forget(&gone)? {
+            if catalog.session_closed(&camera, &session)? == Some(true) {
+                let dir = data_dir.join(&camera).join(&session);
+                match std::fs::remove_dir_all(&dir) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        tracing::warn!(dir = %dir.display(), "cannot remove an emptied session folder: {e}")
+                    }
+                }
+                catalog.drop_session(&camera, &session)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One pass: finish interrupted deletions, then delete until every rule holds. Returns segments deleted.
+    fn pass(&self, now_ms: i64) -> Result<u64> {
+        let catalog = &self.catalog;
+        loop {
+            let left = catalog.tombstoned(STEP)?;
+            if left.is_empty() {
+                break;
+            }
+            Self::delete(catalog, &self.data_dir, &left)?;
+        }
+        let mut deleted = 0u64;
+        let cutoff = self
+            .cfg
+            .max_age_days
+            .map(|d| now_ms - i64::from(d) * 86_400_000);
+        loop {
+            let (free, total) = disk_space(&self.data_dir)?;
+            let footage = catalog.total_bytes()?.max(0) as u64;
+            let plan = plan(&self.cfg, footage, free, total);
+            let mut batch = Vec::new();
+            let mut want = plan.bytes;
+            for s in catalog.oldest(STEP, self.distribution)? {
+                let too_old = cutoff.is_some_and(|c| s.start_ms + s.duration_ms < c);
+                if want == 0 && !too_old {
+                    break;
+                }
+                want = want.saturating_sub(s.bytes.max(0) as u64);
+                batch.push(s);
+            }
+            let mut undistributed = false;
+            if batch.is_empty() && plan.critical && plan.bytes > 0 {
+                // Below the critical floor with nothing distributed to delete: the oldest footage goes anyway.
+                let mut want = plan.bytes;
+                for s in catalog.oldest(STEP, false)? {
+                    if want == 0 {
+                        break;
+                    }
+                    want = want.saturating_sub(s.bytes.max(0) as u64);
+                    batch.push(s);
+                }
+                undistributed = self.distribution;
+            }
+            if batch.is_empty() {
+                if plan.bytes > 0 && deleted == 0 {
+                    tracing::warn!(actor = %self.path, free, needed = plan.bytes, "over the disk budget, but nothing may be deleted yet (footage not yet distributed; above the critical floor)");
+                }
+                return Ok(deleted);
+            }
+            if undistributed {
+                for s in &batch {
+                    tracing::warn!(actor = %self.path, segment = %s.path, free, critical = self.cfg.critical_free.bytes_of(total),
+                        "deleting footage that is not yet distributed: free space is below the critical floor and recording must go on");
+                }
+                DELETED_UNDISTRIBUTED.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            }
+            catalog.tombstone(&batch)?;
+            Self::delete(catalog, &self.data_dir, &batch)?;
+            deleted += batch.len() as u64;
+            DELETED.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        }
+    }
+
+    async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) -> ExitReason {
+        let every = Duration::from_secs(self.cfg.check_seconds);
+        let mut failures = 0u32;
+        loop {
+            let me = self.clone();
+            let now = self.now_ms();
+            let result = tokio::task::spawn_blocking(move || me.pass(now)).await;
+            match result {
+                Ok(Ok(0)) => failures = 0,
+                Ok(Ok(n)) => {
+                    failures = 0;
+                    tracing::info!(actor = %self.path, deleted = n, "retention deleted the oldest {n} segment(s) to stay within the disk budget");
+                }
+                Ok(Err(e)) if e.is_transient() => {
+                    failures += 1;
+                    if failures == 1 || failures % 10 == 0 {
+                        tracing::warn!(actor = %self.path, "retention pass failed: {e}; retrying");
+                    }
+                }
+                Ok(Err(e)) => return ExitReason::Failed(format!("retention: {e}")),
+                Err(e) => return ExitReason::Failed(format!("retention task: {e}")),
+            }
+            tokio::select! {
+                () = self.clock.sleep(if failures > 0 { Duration::from_secs(1) } else { every }) => {}
+                () = pressure().notified() => {}
+                _ = stop.changed() => return ExitReason::Normal,
+            }
+        }
+    }
+}
+
+/// The `retention` child of the `services` supervisor.
+pub fn child_spec(config: &Config, catalog: Arc<Catalog>) -> ChildSpec {
+    let cfg = config.retention.clone();
+    let data_dir = config.data_dir.clone();
+    let distribution = config.ipfs.is_some();
+    let about = format!(
+        "disk budget of {}: {}min free {}, critical {}{}",
+        data_dir.display(),
+        cfg.max_bytes
+            .map_or(String::new(), |m| format!("at most {m} of footage, ")),
+        cfg.min_free,
+        cfg.critical_free,
+        cfg.max_age_days
+            .map_or(String::new(), |d| format!(", at most {d} days"))
+    );
+    ChildSpec::worker("retention", move |cx| {
+        let (tx, rx) = watch::channel(false);
+        let worker = Arc::new(Retention {
+            cfg: cfg.clone(),
+            catalog: catalog.clone(),
+            data_dir: data_dir.clone(),
+            distribution,
+            clock: cx.clock(),
+            path: cx.path.clone(),
+        });
+        Ok(ChildHandle::task(worker.run(rx), move || {
+            let _ = tx.send(true);
+        }))
+    })
+    .shutdown(Shutdown::Timeout(Duration::from_secs(10)))
+    .about(about)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Space;
+
+    #[test]
+    fn the_plan_frees_the_larger_of_budget_and_floor() {
+        let cfg = RetentionConfig {
+            max_bytes: Some(Space::Bytes(1000)),
+            min_free: Space::Percent(10.0),
+            critical_free: Space::Percent(2.0),
+            ..RetentionConfig::default()
+        };
+        assert_eq!(
+            plan(&cfg, 900, 5000, 10_000),
+            Plan {
+                bytes: 0,
+                critical: false
+            }
+        );
+        assert_eq!(
+            plan(&cfg, 1500, 5000, 10_000),
+            Plan {
+                bytes: 500,
+                critical: false
+            }
+        );
+        assert_eq!(
+            plan(&cfg, 500, 300, 10_000),
+            Plan {
+                bytes: 700,
+                critical: false
+            }
+        );
+        assert_eq!(
+            plan(&cfg, 500, 100, 10_000),
+            Plan {
+                bytes: 900,
+                critical: true
+            }
+        );
+    }
+}
