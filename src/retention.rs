@@ -54,10 +54,10 @@ pub fn disk_space(path: &Path) -> Result<(u64, u64)> {
 /// What one pass decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Plan {
-    /// Bytes to free for the byte budget and the free-space floor.
+    /// Bytes to free for the byte budget and the free-space floor (distributed footage).
     pub bytes: u64,
-    /// Whether free space is below the critical floor.
-    pub critical: bool,
+    /// Bytes to free to get back above the critical floor (any footage, oldest first).
+    pub critical: u64,
 }
 
 /// How many bytes to free, from the footage on disk, the file system's free and total bytes.
@@ -68,7 +68,7 @@ pub fn plan(cfg: &RetentionConfig, footage: u64, free: u64, total: u64) -> Plan 
     let under_free = cfg.min_free.bytes_of(total).saturating_sub(free);
     Plan {
         bytes: over_budget.max(under_free),
-        critical: free < cfg.critical_free.bytes_of(total),
+        critical: cfg.critical_free.bytes_of(total).saturating_sub(free),
     }
 }
 
@@ -147,9 +147,10 @@ impl Retention {
                 batch.push(s);
             }
             let mut undistributed = false;
-            if batch.is_empty() && plan.critical && plan.bytes > 0 {
-                // Below the critical floor with nothing distributed to delete: the oldest footage goes anyway.
-                let mut want = plan.bytes;
+            if batch.is_empty() && plan.critical > 0 {
+                // Below the critical floor with nothing distributed to delete: the oldest footage goes anyway,
+                // just enough to get back above the floor.
+                let mut want = plan.critical;
                 for s in catalog.oldest(STEP, false)? {
                     if want == 0 {
                         break;
@@ -260,28 +261,28 @@ mod tests {
             plan(&cfg, 900, 5000, 10_000),
             Plan {
                 bytes: 0,
-                critical: false
+                critical: 0
             }
         );
         assert_eq!(
             plan(&cfg, 1500, 5000, 10_000),
             Plan {
                 bytes: 500,
-                critical: false
+                critical: 0
             }
         );
         assert_eq!(
             plan(&cfg, 500, 300, 10_000),
             Plan {
                 bytes: 700,
-                critical: false
+                critical: 0
             }
         );
         assert_eq!(
             plan(&cfg, 500, 100, 10_000),
             Plan {
                 bytes: 900,
-                critical: true
+                critical: 100
             }
         );
     }

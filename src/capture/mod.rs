@@ -243,6 +243,9 @@ pub fn ffprobe_for(ffmpeg: &str) -> String {
     }
 }
 
+/// Free bytes that end a camera's wait after its disk was full.
+pub const SPACE_TO_RESTART: u64 = 4_000_000;
+
 /// The `Camera <id>` supervisor for a camera runtime: rest_for_one over [Watcher, Ffmpeg]. The watcher
 /// follows ffmpeg's sessions, so it needs no restart when ffmpeg starts a new one; started first, it stops
 /// last, after ffmpeg has written its final segment, which it catalogues before vigil exits. (A watcher
@@ -272,6 +275,15 @@ pub fn camera_spec(config: &Config, rt: Arc<CameraRuntime>) -> SupervisorSpec {
         let url = probe_url.clone();
         let rt = probe_rt.clone();
         async move {
+            // After a full disk the camera is fine; what must come back is space.
+            if rt.status.snapshot().state == State::DiskFull {
+                let dir = rt.data_dir.clone();
+                return tokio::task::spawn_blocking(move || crate::retention::disk_space(&dir))
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .is_some_and(|(free, _)| free >= SPACE_TO_RESTART);
+            }
             let outcome = probe::check(url.expose(), Duration::from_secs(1)).await;
             ffmpeg::probed(&rt, &outcome);
             outcome.is_ready()

@@ -202,7 +202,12 @@ pub struct Vigil {
 impl Vigil {
     /// Start and wait until HTTP listens.
     pub fn start(config_path: &Path) -> Vigil {
-        let mut v = Self::start_raw(config_path);
+        Self::start_logging(config_path, "info")
+    }
+
+    /// Start with this log filter (RUST_LOG) and wait until HTTP listens.
+    pub fn start_logging(config_path: &Path, rust_log: &str) -> Vigil {
+        let mut v = Self::spawn(config_path, rust_log);
         let line = v.expect_line("HTTP listening on http://", Duration::from_secs(15));
         v.addr = line
             .split("http://")
@@ -217,10 +222,14 @@ impl Vigil {
 
     /// Start without waiting for anything.
     pub fn start_raw(config_path: &Path) -> Vigil {
+        Self::spawn(config_path, "info")
+    }
+
+    fn spawn(config_path: &Path, rust_log: &str) -> Vigil {
         let mut child = Command::new(VIGIL)
             .args(["run", "--config"])
             .arg(config_path)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", rust_log)
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
@@ -495,7 +504,7 @@ pub fn ffprobe_start(input: &str) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-/// Times (seconds, in the file's own timestamps) of the camera's white marker frames in a segment file.
+/// Times of the camera's white marker frames in a segment file: seconds from the file's first frame.
 pub fn marker_frames(file: &str) -> Vec<f64> {
     let out = Command::new("ffmpeg")
         .args([
