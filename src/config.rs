@@ -418,6 +418,21 @@ pub struct SupervisionConfig {
     pub backoff_max_seconds: u64,
 }
 
+impl SupervisionConfig {
+    /// `spec` with this restart intensity and backoff.
+    pub fn apply(&self, spec: supervisors::SupervisorSpec) -> supervisors::SupervisorSpec {
+        spec.intensity(
+            self.max_restarts,
+            std::time::Duration::from_secs(self.within_seconds),
+        )
+        .backoff(supervisors::BackoffPolicy {
+            initial: std::time::Duration::from_millis(self.backoff_initial_ms),
+            max: std::time::Duration::from_secs(self.backoff_max_seconds),
+            ..supervisors::BackoffPolicy::default()
+        })
+    }
+}
+
 impl Default for SupervisionConfig {
     fn default() -> Self {
         SupervisionConfig {

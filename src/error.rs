@@ -195,3 +195,50 @@ pub fn io_is_transient(e: &std::io::Error) -> bool {
 
 /// Result with vigil's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transient_and_permanent_failures_are_told_apart() {
+        let sql = |code| {
+            Error::Sql(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(code),
+                None,
+            ))
+        };
+        assert!(
+            sql(rusqlite::ffi::SQLITE_BUSY).is_transient(),
+            "another writer holds the lock"
+        );
+        assert!(
+            sql(rusqlite::ffi::SQLITE_FULL).is_transient(),
+            "the disk is full"
+        );
+        assert!(!sql(rusqlite::ffi::SQLITE_CONSTRAINT).is_transient());
+        assert!(!sql(rusqlite::ffi::SQLITE_CORRUPT).is_transient());
+        let io = |e: std::io::Error| Error::io("write", std::path::Path::new("/x"), e);
+        assert!(io(std::io::Error::from_raw_os_error(nix::libc::ENOSPC)).is_transient());
+        assert!(!io(std::io::Error::from(std::io::ErrorKind::NotFound)).is_transient());
+        assert!(!io(std::io::Error::from(std::io::ErrorKind::PermissionDenied)).is_transient());
+        assert!(Error::index("upsert", "down").is_transient());
+        assert!(!Error::NotInCatalog(3).is_transient());
+        assert!(
+            Error::IpfsApi {
+                op: "add",
+                status: 503,
+                message: String::new()
+            }
+            .is_transient()
+        );
+        assert!(
+            !Error::IpfsApi {
+                op: "add",
+                status: 400,
+                message: String::new()
+            }
+            .is_transient()
+        );
+    }
+}

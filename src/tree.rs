@@ -17,7 +17,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use supervisors::{BackoffPolicy, ChildHandle, ChildSpec, Shutdown, SupervisorSpec};
+use supervisors::{ChildHandle, ChildSpec, Shutdown, SupervisorSpec};
 
 use crate::capture;
 use crate::catalog::{Catalog, Stage, Wake};
@@ -31,14 +31,8 @@ use crate::retention;
 use crate::web;
 
 /// Backoff and intensity from the config's `[supervision]` table.
-pub(crate) fn tuned(spec: SupervisorSpec, config: &Config) -> SupervisorSpec {
-    let s = &config.supervision;
-    spec.intensity(s.max_restarts, Duration::from_secs(s.within_seconds))
-        .backoff(BackoffPolicy {
-            initial: Duration::from_millis(s.backoff_initial_ms),
-            max: Duration::from_secs(s.backoff_max_seconds),
-            ..BackoffPolicy::default()
-        })
+fn tuned(spec: SupervisorSpec, config: &Config) -> SupervisorSpec {
+    config.supervision.apply(spec)
 }
 
 fn auth_of(basic: &Option<Secret>, bearer: &Option<Secret>) -> Option<Auth> {

@@ -362,6 +362,55 @@ fn a_killed_ffmpeg_starts_a_new_session_and_every_playlist_marks_the_join() {
     no_ffmpeg_left(&data);
 }
 
+/// With a 2 s keyframe interval: ffmpeg SIGKILLed in the middle of a segment leaves a partial segment that is
+/// catalogued, plays, and is followed by the next session's first segment with a DISCONTINUITY.
+#[test]
+fn a_partial_segment_is_kept_with_a_two_second_keyframe_interval() {
+    let cam = Camera::start_with(1, &["--gop", "30"]);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut vigil = start_vigil(dir.path(), &[("cam1", cam.url(1))], "");
+    wait_segments(&data, "cam1", 2, Duration::from_secs(30));
+    let old = sessions(&data, "cam1")[0].clone();
+    // Into the middle of the next segment.
+    let n = segments(&data, "cam1").len();
+    wait_segments(&data, "cam1", n + 1, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(1000));
+    let pid = ffmpeg_of(&data, "cam1").unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+    wait_until("the new session records", Duration::from_secs(20), || {
+        segments(&data, "cam1").iter().any(|s| s.session != old)
+    });
+    let rows = segments(&data, "cam1");
+    let partial = rows.iter().rfind(|s| s.session == old).unwrap();
+    let probed = ffprobe_duration(data.join(&partial.path).to_str().unwrap());
+    assert!(
+        (0.5..1.8).contains(&probed),
+        "about a second of the interrupted segment is kept: {probed} s"
+    );
+    assert!((probed - partial.duration_ms as f64 / 1000.0).abs() < 0.1);
+    let day = vigil.get("/cameras/cam1/day.m3u8").text();
+    let lines: Vec<&str> = day.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| *l == format!("segments/{}.ts", partial.id))
+        .expect("the partial segment is in today's playlist");
+    assert_eq!(
+        lines[at + 1..]
+            .iter()
+            .find(|l| l.starts_with('#') && !l.starts_with("#EXTINF")),
+        Some(&"#EXT-X-DISCONTINUITY"),
+        "the next session joins with a DISCONTINUITY\n{day}"
+    );
+    figure(
+        "recovery",
+        &format!(
+            "ffmpeg SIGKILLed 1 s into a segment (2 s keyframe interval) → {probed:.2} s of it kept"
+        ),
+    );
+    vigil.stop();
+}
+
 #[test]
 fn recording_survives_camera_reboot_freeze_and_a_long_outage() {
     let mut cam = Camera::start(1);
@@ -519,6 +568,17 @@ fn recording_survives_camera_reboot_freeze_and_a_long_outage() {
 
     let pid = vigil.pid();
     assert!(zombies_of(pid).is_empty(), "no zombies after the restarts");
+    // Every join (reboot, stall kill, outage) is marked in today's playlist.
+    let recorded: std::collections::BTreeSet<String> = segments(&data, "cam1")
+        .into_iter()
+        .map(|s| s.session)
+        .collect();
+    let day = vigil.get("/cameras/cam1/day.m3u8").text();
+    assert_eq!(
+        day.matches("#EXT-X-DISCONTINUITY\n").count(),
+        recorded.len() - 1,
+        "{day}"
+    );
     vigil.stop();
     no_ffmpeg_left(&data);
 }

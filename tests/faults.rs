@@ -55,6 +55,12 @@ fn marker_errors(
 fn recorded_times_match_the_cameras_clock_within_half_a_second() {
     for gop in ["30", "15"] {
         let cam = Camera::start_with(1, &["--gop", gop, "--marker-every", "3"]);
+        // The camera streams all along, as a real one does: ffmpeg joins in the middle of a GOP and records
+        // from the next keyframe on.
+        let _keeper = cam.keep_streaming(1);
+        wait_until("the marker clock runs", Duration::from_secs(10), || {
+            !cam.markers().is_empty()
+        });
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let mut vigil = Vigil::start(&write_config(dir.path(), &[("cam1", cam.url(1))], ""));

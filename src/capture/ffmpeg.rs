@@ -29,7 +29,7 @@ pub const TERM_GRACE: Duration = Duration::from_secs(3);
 /// After a stall: a frozen ffmpeg flushes nothing, so it gets only a short grace.
 pub const STALL_GRACE: Duration = Duration::from_secs(1);
 /// How often the watchdog looks at the current segment's size.
-const WATCHDOG_TICK: Duration = Duration::from_millis(250);
+const WATCHDOG_TICK: Duration = Duration::from_millis(200);
 /// Stderr lines kept for the restart log.
 const STDERR_LINES: usize = 8;
 /// The segment list ffmpeg appends to.
@@ -166,8 +166,15 @@ struct Progress {
     bytes: u64,
 }
 
-/// Find the newest segment file from `from` on (a few stats) and its size.
-fn look(dir: &Path, from: i64) -> Progress {
+/// A look: the progress, and how long ago (by the file's mtime) the last byte was written.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    progress: Progress,
+    age: Option<Duration>,
+}
+
+/// Find the newest segment file from `from` on (a few stats), its size and the age of its last write.
+fn look(dir: &Path, from: i64) -> Seen {
     let mut seq = from;
     for _ in 0..10_000 {
         if !dir.join(segment_name(seq + 1)).exists() {
@@ -175,10 +182,16 @@ fn look(dir: &Path, from: i64) -> Progress {
         }
         seq += 1;
     }
-    let bytes = std::fs::metadata(dir.join(segment_name(seq)))
-        .map(|m| m.len())
-        .unwrap_or(0);
-    Progress { seq, bytes }
+    let meta = std::fs::metadata(dir.join(segment_name(seq))).ok();
+    Seen {
+        progress: Progress {
+            seq,
+            bytes: meta.as_ref().map_or(0, |m| m.len()),
+        },
+        age: meta
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.elapsed().ok()),
+    }
 }
 
 /// One ffmpeg run.
@@ -397,19 +410,21 @@ impl Handler<Look> for Ffmpeg {
 }
 
 impl Ffmpeg {
-    fn on_looked(&mut self, seen: Option<Progress>, ctx: &mut Context<Self>) {
+    fn on_looked(&mut self, seen: Option<Seen>, ctx: &mut Context<Self>) {
         if self.stopping {
             return;
         }
         let now = self.clock.now();
         // A look that could not be made (the blocking pool is stuck on a slow disk) proves nothing either way.
-        if let Some(p) = seen
+        if let Some(Seen { progress: p, age }) = seen
             && p.bytes > 0
             && Some(p) != self.progress
         {
             let first = self.progress.is_none_or(|q| q.bytes == 0);
             self.progress = Some(p);
-            self.last_progress = now;
+            // The last byte came with the file's last write, at most one tick ago.
+            let age = age.unwrap_or_default().min(WATCHDOG_TICK);
+            self.last_progress = now.checked_sub(age).unwrap_or(now).max(self.started);
             let wall = self.now_ms();
             self.cam.status.update(|s| s.last_write_ms = Some(wall));
             if first {
@@ -521,11 +536,13 @@ mod tests {
     #[test]
     fn the_watchdog_finds_the_newest_segment_and_its_size() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(look(dir.path(), 0), Progress { seq: 0, bytes: 0 });
+        assert_eq!(look(dir.path(), 0).progress, Progress { seq: 0, bytes: 0 });
         std::fs::write(dir.path().join(segment_name(0)), [0u8; 10]).unwrap();
         std::fs::write(dir.path().join(segment_name(1)), [0u8; 5]).unwrap();
-        assert_eq!(look(dir.path(), 0), Progress { seq: 1, bytes: 5 });
+        assert_eq!(look(dir.path(), 0).progress, Progress { seq: 1, bytes: 5 });
         std::fs::write(dir.path().join(segment_name(1)), [0u8; 7]).unwrap();
-        assert_eq!(look(dir.path(), 1), Progress { seq: 1, bytes: 7 });
+        let seen = look(dir.path(), 1);
+        assert_eq!(seen.progress, Progress { seq: 1, bytes: 7 });
+        assert!(seen.age.unwrap() < Duration::from_secs(5));
     }
 }

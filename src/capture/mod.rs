@@ -301,7 +301,9 @@ pub fn camera_spec(config: &Config, rt: Arc<CameraRuntime>) -> SupervisorSpec {
     // Its last act is cataloguing ffmpeg's final segment: give it time even on a loaded machine.
     .shutdown(Shutdown::Timeout(Duration::from_secs(30)))
     .about(format!("{}/ → catalog", rt.dir.display()));
-    crate::tree::tuned(SupervisorSpec::new(cam.id.clone()), config)
+    config
+        .supervision
+        .apply(SupervisorSpec::new(cam.id.clone()))
         .strategy(Strategy::RestForOne)
         // Backoff bounds a failing camera to a few restarts a minute; this limit is only hit by a tight loop.
         .intensity(60, Duration::from_secs(60))

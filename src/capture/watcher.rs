@@ -87,6 +87,18 @@ pub struct SessionState {
 }
 
 impl SessionState {
+    /// A session already followed up to `offset` bytes of its list, last catalogued `last_seq`, anchored
+    /// at `anchor_ms` (benchmarks resume a synthetic session this way).
+    pub fn following(offset: u64, last_seq: i64, anchor_ms: f64) -> SessionState {
+        SessionState {
+            offset,
+            last_seq: Some(last_seq),
+            timeline: Timeline::anchored(anchor_ms),
+            any: true,
+            ..SessionState::default()
+        }
+    }
+
     fn is_new(&self, seq: i64) -> bool {
         self.last_seq.is_none_or(|l| seq > l)
             && !self.known.as_ref().is_some_and(|k| k.contains(&seq))
@@ -118,7 +130,7 @@ fn read_new(
         return Ok((rows, st));
     };
     st.offset += last_nl as u64 + 1;
-    for l in parse_list(&String::from_utf8_lossy(&buf[..=last_nl])) {
+    for mut l in parse_list(&String::from_utf8_lossy(&buf[..=last_nl])) {
         if !st.is_new(l.seq) {
             continue;
         }
@@ -126,10 +138,23 @@ fn read_new(
         let Ok(meta) = std::fs::metadata(&file) else {
             continue; // listed but gone (deleted by hand): nothing to record
         };
+        // The file is created when ffmpeg's muxer starts (at the first packet it received): its birth time
+        // goes with the list's own start, its last write with the end.
+        let observed = observe(&meta, l.start, l.end);
+        if l.start == 0.0 {
+            // The list counts a session's first segment from the first packet ffmpeg *received*, but ffmpeg
+            // only writes from the first keyframe (a camera that is already streaming is joined mid-GOP):
+            // the footage starts later by up to a keyframe interval. Its real length is the file's.
+            if let Some(d) = probe_duration_blocking(&cam.ffprobe, &file)
+                && d < l.end - 0.01
+            {
+                l.start = l.end - d;
+            }
+        }
         let start_ms = st.timeline.place(
             l.start,
             l.end - l.start,
-            observe(&meta, l.start, l.end),
+            observed,
             now_ms as f64 - l.end * 1000.0,
         );
         let duration_ms = ((l.end - l.start) * 1000.0).round() as i64;
@@ -149,6 +174,21 @@ fn read_new(
         st.media_end = Some(l.end);
     }
     Ok((rows, st))
+}
+
+/// The watcher's per-segment work, synchronously: read what ffmpeg appended to `session`'s list since `st`,
+/// catalogue it, advance `st`. Returns the rows catalogued. (The actor does the same on the blocking pool;
+/// benchmarks measure it here.)
+pub fn catalogue_appended(
+    cam: &CameraRuntime,
+    session: &str,
+    st: &mut SessionState,
+    now_ms: i64,
+) -> Result<usize> {
+    let (rows, next) = read_new(cam, session, st.clone(), now_ms)?;
+    let n = cam.catalog.insert_many(&rows)?.iter().flatten().count();
+    *st = next;
+    Ok(n)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -173,6 +213,29 @@ fn new_segment(
         bytes: bytes as i64,
         first_in_session: first,
     }
+}
+
+/// Duration of a segment file in seconds, from ffprobe, synchronously (on the blocking pool).
+fn probe_duration_blocking(ffprobe: &str, path: &Path) -> Option<f64> {
+    let out = std::process::Command::new(ffprobe)
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "format=duration",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(path)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|d| d.is_finite() && *d > 0.0)
 }
 
 /// Duration of a segment file in milliseconds, from ffprobe (None: unreadable).

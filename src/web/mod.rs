@@ -309,6 +309,11 @@ async fn segment(
                 CACHE_CONTROL,
                 actix_web::http::header::HeaderValue::from_static("max-age=86400, immutable"),
             );
+            // Video does not compress: tell the Compress middleware to leave segments alone.
+            resp.headers_mut().insert(
+                actix_web::http::header::CONTENT_ENCODING,
+                actix_web::http::header::HeaderValue::from_static("identity"),
+            );
             resp
         }
         Err(e) => {
@@ -404,4 +409,25 @@ pub fn child_spec(config: &Config, catalog: Arc<Catalog>, board: Arc<Board>) -> 
     })
     .shutdown(Shutdown::Timeout(std::time::Duration::from_secs(10)))
     .about(format!("HTTP server on {listen}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn days_follow_the_time_zone_and_its_clock_changes() {
+        let berlin = jiff::tz::TimeZone::get("Europe/Berlin").unwrap();
+        let (from, to) = day_bounds(&berlin, jiff::civil::date(2026, 11, 21)).unwrap();
+        assert_eq!(rfc3339(from), "2026-11-20T23:00:00.000Z");
+        assert_eq!(to - from, 86_400_000);
+        // The spring change: 23 hours; the autumn one: 25.
+        let (from, to) = day_bounds(&berlin, jiff::civil::date(2026, 3, 29)).unwrap();
+        assert_eq!(to - from, 23 * 3_600_000);
+        let (from, to) = day_bounds(&berlin, jiff::civil::date(2026, 10, 25)).unwrap();
+        assert_eq!(to - from, 25 * 3_600_000);
+        let (from, _) =
+            day_bounds(&jiff::tz::TimeZone::UTC, jiff::civil::date(2026, 11, 21)).unwrap();
+        assert_eq!(rfc3339(from), "2026-11-21T00:00:00.000Z");
+    }
 }

@@ -90,6 +90,26 @@ impl Camera {
         c
     }
 
+    /// A client that keeps mount `n` streaming (as a real camera always is), so that a (re)connecting ffmpeg
+    /// joins in the middle of a GOP. Killed when dropped.
+    pub fn keep_streaming(&self, n: usize) -> KeepAlive {
+        let child = Command::new("ffmpeg")
+            .args([
+                "-nostdin",
+                "-loglevel",
+                "quiet",
+                "-rtsp_transport",
+                "tcp",
+                "-i",
+                &self.url(n),
+            ])
+            .args(["-c", "copy", "-f", "null", "-"])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("ffmpeg");
+        KeepAlive(child)
+    }
+
     /// The frame markers printed so far: (mount, unix ms).
     pub fn markers(&self) -> Vec<(String, i64)> {
         self.markers.lock().unwrap().clone()
@@ -168,6 +188,16 @@ impl Drop for Camera {
             let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGCONT);
         }
         self.kill();
+    }
+}
+
+/// A client keeping a camera mount streaming; killed on drop.
+pub struct KeepAlive(Child);
+
+impl Drop for KeepAlive {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
