@@ -19,7 +19,6 @@
 //! Needs the test bed's ffmpeg and camera simulator (testbed/install.sh) and, for nothing else, root.
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code)]
 mod support;
 
 use std::path::{Path, PathBuf};
