@@ -47,15 +47,17 @@ print("|".join(str(x) for x in (v.get("codec_name", "none"), v.get("profile", "?
     ok "$url codec_name=$codec profile='$profile' size=$size rate=$rate"
 done
 
-# 2. Record cam1 into HLS like vigil's capture actor does.
+# 2. Record cam1 into segments like vigil's capture actor does (segment muxer, streamed to disk, CSV list).
 url=rtsp://127.0.0.1:$VIGIL_CAMERA_PORT/cam1
 start=$(date +%s.%N)
 rc=0
+mkdir -p "$out/hls"
 timeout -k 5 $((RECORD_SECONDS + 15)) ffmpeg -nostdin -hide_banner -loglevel info \
-    -rtsp_transport tcp -timeout 2000000 -i "$url" -t "$RECORD_SECONDS" \
-    -c copy -f hls -hls_time 2 -hls_list_size 0 \
-    -hls_flags independent_segments+program_date_time+temp_file \
-    -hls_segment_filename "$out/hls/seg_%05d.ts" "$out/hls/index.m3u8" \
+    -rtsp_transport tcp -timeout 2000000 -fpsprobesize 0 -analyzeduration 200000 -probesize 2000000 \
+    -i "$url" -t "$RECORD_SECONDS" \
+    -c copy -f segment -segment_time 2 -segment_time_delta 0.5 -segment_format mpegts \
+    -segment_format_options flush_packets=1 -segment_list "$out/hls/segments.csv" -segment_list_type csv \
+    "$out/hls/seg_%05d.ts" \
     2>"$out/ffmpeg.stderr" || rc=$?
 elapsed=$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN{printf "%.1f", e-s}')
 ((rc == 0)) || fail "ffmpeg recording of $url exited $rc after ${elapsed}s: $(tail -n 5 "$out/ffmpeg.stderr")"
@@ -84,11 +86,11 @@ segs=("$out"/hls/*.ts)
 tmps=("$out"/hls/*.tmp)
 ((${#segs[@]} >= 2)) || fail "only ${#segs[@]} .ts segment(s) in $out/hls, expected >= 2"
 ((${#tmps[@]} == 0)) || fail "leftover temp segments: ${tmps[*]}"
-[[ -f $out/hls/index.m3u8 ]] || fail "no playlist $out/hls/index.m3u8"
-durations=$(sed -n 's/^#EXTINF:\([0-9.]*\),.*/\1/p' "$out/hls/index.m3u8" | paste -sd' ')
+[[ -f $out/hls/segments.csv ]] || fail "no segment list $out/hls/segments.csv"
+durations=$(awk -F, '{printf "%.6f ", $3 - $2}' "$out/hls/segments.csv" | sed 's/ $//')
 n_extinf=$(wc -w <<<"$durations")
-((n_extinf == ${#segs[@]})) || fail "playlist lists $n_extinf segments but ${#segs[@]} .ts files exist"
-# With one keyframe per second and -hls_time 2, every segment between the first and the last is 2.000 s.
+((n_extinf == ${#segs[@]})) || fail "the list names $n_extinf segments but ${#segs[@]} .ts files exist"
+# With one keyframe per second and -segment_time 2, every segment between the first and the last is 2.000 s.
 mapfile -t durs <<<"${durations// /$'\n'}"
 for ((k = 1; k < ${#durs[@]} - 1; k++)); do
     [[ ${durs[k]} == 2.000000 ]] || fail "segment $k lasts ${durs[k]} s, expected 2.000000 (camera GOP not 1 s?)"
@@ -97,6 +99,6 @@ for seg in "${segs[@]}"; do
     flags=$(ffprobe -v error -select_streams v -read_intervals '%+#1' -show_entries packet=flags -of csv=p=0 "$seg" | head -n1)
     [[ $flags == K* ]] || fail "$(basename "$seg") does not start with a keyframe (flags '$flags')"
 done
-ok "recorded $url for ${elapsed}s: ${#segs[@]} segments, EXTINF durations: $durations"
+ok "recorded $url for ${elapsed}s: ${#segs[@]} segments, durations: $durations"
 ok "every segment starts with a keyframe; no corrupt / non-monotonous DTS lines in ffmpeg stderr; artifacts in $out"
 echo "[check] PASS"
