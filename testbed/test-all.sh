@@ -24,7 +24,7 @@ step "start the test bed"
 trap '"$here/down.sh" || true' EXIT
 "$here/up.sh"
 
-step "test bed smoke check: ffprobe sees H.264, ffmpeg records clean HLS"
+step "test bed smoke check: ffprobe sees H.264, ffmpeg records clean segments as vigil runs it"
 "$here/check.sh"
 
 step "cargo fmt --check"

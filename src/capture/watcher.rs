@@ -238,31 +238,16 @@ fn probe_duration_blocking(ffprobe: &str, path: &Path) -> Option<f64> {
         .filter(|d| d.is_finite() && *d > 0.0)
 }
 
-/// Duration of a segment file in milliseconds, from ffprobe (None: unreadable).
+/// Duration of a segment file in milliseconds, from ffprobe on the blocking pool (None: unreadable, or
+/// ffprobe took longer than [`FFPROBE_TIMEOUT`]).
 async fn probe_duration_ms(ffprobe: &str, path: &Path) -> Option<i64> {
-    let run = tokio::process::Command::new(ffprobe)
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "format=duration",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(path)
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(FFPROBE_TIMEOUT, run)
+    let (ffprobe, path) = (ffprobe.to_string(), path.to_path_buf());
+    let probe = tokio::task::spawn_blocking(move || probe_duration_blocking(&ffprobe, &path));
+    let d = tokio::time::timeout(FFPROBE_TIMEOUT, probe)
         .await
         .ok()?
-        .ok()?;
-    let s = String::from_utf8_lossy(&out.stdout);
-    s.trim()
-        .parse::<f64>()
-        .ok()
-        .filter(|d| d.is_finite() && *d > 0.0)
-        .map(|d| (d * 1000.0).round() as i64)
+        .ok()??;
+    Some((d * 1000.0).round() as i64)
 }
 
 /// The watcher's working loop and everything it needs.

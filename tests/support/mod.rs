@@ -514,26 +514,6 @@ pub fn ffprobe_duration(input: &str) -> f64 {
         })
 }
 
-/// ffprobe's start time of a media file, in seconds.
-pub fn ffprobe_start(input: &str) -> f64 {
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "format=start_time",
-            "-of",
-            "csv=p=0",
-            input,
-        ])
-        .output()
-        .expect("ffprobe");
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(f64::NAN)
-}
-
 /// Times of the camera's white marker frames in a segment file: seconds from the file's first frame.
 pub fn marker_frames(file: &str) -> Vec<f64> {
     let out = Command::new("ffmpeg")
