@@ -118,7 +118,7 @@ fn ts_files(dir: &Path) -> Vec<(PathBuf, SystemTime)> {
 /// Seconds of `[from, to]` covered by footage: each segment file covers `[mtime − duration, mtime]` (its last
 /// write is its last frame's arrival, for both ffmpeg's HLS muxer and vigil's streamed segments), clipped to
 /// the window. The same measure for the loop and for vigil.
-fn footage(dir: &Path, from: SystemTime, to: SystemTime) -> f64 {
+fn footage(dir: &Path, from: SystemTime, to: SystemTime) -> (f64, Vec<f64>) {
     let secs = |t: SystemTime| {
         t.duration_since(SystemTime::UNIX_EPOCH)
             .unwrap()
@@ -134,16 +134,19 @@ fn footage(dir: &Path, from: SystemTime, to: SystemTime) -> f64 {
         })
         .collect();
     spans.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    // The union of the spans within the window (overlaps counted once).
-    let (mut covered, mut reach) = (0.0, w0);
+    // The union of the spans within the window (overlaps counted once), and the gaps in it.
+    let (mut covered, mut reach, mut gaps) = (0.0, w0, Vec::new());
     for (a, b) in spans {
+        if a - reach > 0.1 && a < w1 {
+            gaps.push(a.min(w1) - reach);
+        }
         let (a, b) = (a.max(reach), b.min(w1));
         if b > a {
             covered += b - a;
             reach = b;
         }
     }
-    covered
+    (covered, gaps)
 }
 
 fn vigil_config(data: &Path, cameras: &[(&str, String)], extra: &str) -> PathBuf {
@@ -231,11 +234,13 @@ fn faults(long: bool) {
     // Let the last partial segments be finished/catalogued.
     std::thread::sleep(Duration::from_secs(3));
     for (name, d) in [("loop ", &lp.dir), ("vigil", &vigil_dir)] {
-        let kept = footage(d, w0, w1);
+        let (kept, gaps) = footage(d, w0, w1);
+        let max = gaps.iter().copied().fold(0.0, f64::max);
         out(&format!(
-            "{name}  footage kept while ffmpeg is SIGKILLed every 20 s: {:.1} % of {window:.0} s; lost per kill: {:.2} s",
+            "{name}  footage kept while ffmpeg is SIGKILLed every 20 s: {:.1} % of {window:.0} s; lost per kill: {:.2} s ({} gaps, longest {max:.2} s)",
             100.0 * kept / window,
-            (window - kept) / kills as f64
+            (window - kept) / kills as f64,
+            gaps.len()
         ));
     }
 

@@ -173,6 +173,24 @@ async fn run(config: Config) -> ExitReason {
     let redactor =
         vigil::process::Redactor::new(config.cameras.iter().flat_map(|c| c.url.secrets()));
     vigil::process::kill_leftovers(&config.data_dir, &redactor);
+    // ffmpeg and ffprobe must run: the watcher checks every partial segment with ffprobe.
+    if config.cameras.iter().any(|c| c.enabled) {
+        let ffprobe = vigil::capture::ffprobe_for(&config.capture.ffmpeg);
+        for program in [config.capture.ffmpeg.as_str(), ffprobe.as_str()] {
+            let ran = std::process::Command::new(program)
+                .arg("-version")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+            if !ran.as_ref().is_ok_and(|s| s.success()) {
+                let why = ran.map_or_else(|e| e.to_string(), |s| s.to_string());
+                tracing::error!(
+                    "{program} cannot be run ({why}): vigil records with ffmpeg and checks partial segments with the ffprobe next to it; install ffmpeg or set [capture] ffmpeg"
+                );
+                return ExitReason::Failed(format!("{program} cannot be run"));
+            }
+        }
+    }
     let catalog_path = config.data_dir.join("catalog.sqlite");
     let catalog = match Catalog::open(&catalog_path) {
         Ok(c) => std::sync::Arc::new(c),

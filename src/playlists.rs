@@ -54,7 +54,10 @@ pub fn live(
         // Nothing on disk (yet, or any more): point past the last segment, never back to 0.
         None => {
             let stats = catalog.camera_stats(camera)?;
-            (stats.last_lseq.map_or(0, |l| l + 1).max(0) as u64, 0)
+            (
+                stats.last_lseq.map_or(0, |l| l + 1).max(0) as u64,
+                stats.disc.max(0) as u64,
+            )
         }
     };
     Ok(hls::render(&Playlist {
@@ -78,7 +81,7 @@ pub fn today(
     let rows = catalog.live_range(camera, from_ms, to_ms)?;
     let stats = catalog.camera_stats(camera)?;
     let target_duration = target(catalog, camera, configured_target)?;
-    let head_deleted = stats.deleted_until_ms.is_some_and(|d| d > from_ms);
+    let head_deleted = stats.deleted_until_ms.is_some_and(|d| d >= from_ms);
     // The first entry never carries a DISCONTINUITY tag; DISCONTINUITY-SEQUENCE is its discontinuity number.
     let entries: Vec<Entry> = rows
         .iter()
@@ -87,7 +90,10 @@ pub fn today(
         .collect();
     let (media_sequence, discontinuity_sequence) = match rows.first() {
         Some(f) => (f.lseq.unwrap_or(0).max(0) as u64, f.disc.max(0) as u64),
-        None => (stats.last_lseq.map_or(0, |l| l + 1).max(0) as u64, 0),
+        None => (
+            stats.last_lseq.map_or(0, |l| l + 1).max(0) as u64,
+            stats.disc.max(0) as u64,
+        ),
     };
     Ok(hls::render(&Playlist {
         kind: if head_deleted {
@@ -182,6 +188,7 @@ mod tests {
         media_sequence: HashMap<String, u64>,
         discontinuity: HashMap<String, u64>,
         last_media_sequence: u64,
+        last_dsn: u64,
         last_target: u64,
     }
 
@@ -197,6 +204,11 @@ mod tests {
                 pl.target_duration >= self.last_target,
                 "TARGETDURATION went down\n{text}"
             );
+            assert!(
+                pl.discontinuity_sequence >= self.last_dsn,
+                "DISCONTINUITY-SEQUENCE went back\n{text}"
+            );
+            self.last_dsn = pl.discontinuity_sequence;
             self.last_media_sequence = pl.media_sequence;
             self.last_target = pl.target_duration;
             let mut dsn = pl.discontinuity_sequence;

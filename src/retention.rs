@@ -81,6 +81,8 @@ struct Retention {
     distribution: bool,
     clock: Arc<dyn Clock>,
     path: String,
+    /// Passes in a row that could delete nothing while over budget (their warning is rate-limited).
+    blocked: std::sync::atomic::AtomicU32,
 }
 
 impl Retention {
@@ -88,56 +90,70 @@ impl Retention {
         chrono::DateTime::<chrono::Utc>::from(self.clock.wall()).timestamp_millis()
     }
 
-    /// Remove the files of tombstoned segments, then their rows; remove emptied closed session folders.
-    /// Blocking.
-    fn delete(catalog: &Catalog, data_dir: &Path, batch: &[Segment]) -> Result<()> {
+    /// Remove the files of tombstoned segments, then their rows; remove emptied closed session folders
+    /// (the segment list and the folder only: a file vigil set aside as unreadable stays, with its folder).
+    /// Returns the segments removed and their bytes; a file that cannot be deleted keeps its tombstone (it is
+    /// retried on the next pass) and is logged. Blocking.
+    fn delete(&self, batch: &[Segment]) -> Result<(u64, u64)> {
+        let (catalog, data_dir) = (&self.catalog, &self.data_dir);
         let mut gone = Vec::with_capacity(batch.len());
+        let mut failed: Option<(usize, String)> = None;
         for s in batch {
             let file = data_dir.join(&s.path);
             match std::fs::remove_file(&file) {
                 Ok(()) => gone.push(s.clone()),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => gone.push(s.clone()),
-                // Keep the tombstone: retried on the next pass.
-                Err(e) => tracing::error!(file = %file.display(), "cannot delete segment: {e}"),
+                Err(e) => {
+                    let f = failed.get_or_insert((0, format!("{}: {e}", file.display())));
+                    f.0 += 1;
+                }
             }
+        }
+        if let Some((n, first)) = failed {
+            tracing::error!(actor = %self.path, "cannot delete {n} segment file(s) (first: {first}); they stay out of every playlist and are retried on the next pass");
         }
         for (camera, session) in catalog.forget(&gone)? {
-            if catalog.session_closed(&camera, &session)? == Some(true) {
-                let dir = data_dir.join(&camera).join(&session);
-                match std::fs::remove_dir_all(&dir) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => {
-                        tracing::warn!(dir = %dir.display(), "cannot remove an emptied session folder: {e}")
-                    }
+            if catalog.session_closed(&camera, &session)? != Some(true) {
+                continue;
+            }
+            let dir = data_dir.join(&camera).join(&session);
+            let _ = std::fs::remove_file(dir.join(crate::capture::ffmpeg::SEGMENT_LIST));
+            match std::fs::remove_dir(&dir) {
+                Ok(()) => catalog.drop_session(&camera, &session)?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    catalog.drop_session(&camera, &session)?
                 }
-                catalog.drop_session(&camera, &session)?;
+                // Files vigil set aside (unreadable) are never deleted: the folder stays with them.
+                Err(_) => {}
             }
         }
-        Ok(())
+        let bytes = gone.iter().map(|s| s.bytes.max(0) as u64).sum();
+        Ok((gone.len() as u64, bytes))
     }
 
-    /// One pass: finish interrupted deletions, then delete until every rule holds. Returns segments deleted.
+    /// One pass: finish interrupted deletions, then delete what the rules ask for, as planned at the start of
+    /// the pass (so that space taken by something other than footage cannot make one pass delete everything).
+    /// Returns segments deleted.
     fn pass(&self, now_ms: i64) -> Result<u64> {
         let catalog = &self.catalog;
         loop {
             let left = catalog.tombstoned(STEP)?;
-            if left.is_empty() {
+            if left.is_empty() || self.delete(&left)?.0 == 0 {
                 break;
             }
-            Self::delete(catalog, &self.data_dir, &left)?;
         }
         let mut deleted = 0u64;
         let cutoff = self
             .cfg
             .max_age_days
             .map(|d| now_ms - i64::from(d) * 86_400_000);
+        let (free, total) = disk_space(&self.data_dir)?;
+        let footage = catalog.total_bytes()?.max(0) as u64;
+        let plan = plan(&self.cfg, footage, free, total);
+        let (mut need, mut need_critical) = (plan.bytes.min(footage), plan.critical.min(footage));
         loop {
-            let (free, total) = disk_space(&self.data_dir)?;
-            let footage = catalog.total_bytes()?.max(0) as u64;
-            let plan = plan(&self.cfg, footage, free, total);
             let mut batch = Vec::new();
-            let mut want = plan.bytes;
+            let mut want = need;
             for s in catalog.oldest(STEP, self.distribution)? {
                 let too_old = cutoff.is_some_and(|c| s.start_ms + s.duration_ms < c);
                 if want == 0 && !too_old {
@@ -147,10 +163,10 @@ impl Retention {
                 batch.push(s);
             }
             let mut undistributed = false;
-            if batch.is_empty() && plan.critical > 0 {
+            if batch.is_empty() && need_critical > 0 {
                 // Below the critical floor with nothing distributed to delete: the oldest footage goes anyway,
                 // just enough to get back above the floor.
-                let mut want = plan.critical;
+                let mut want = need_critical;
                 for s in catalog.oldest(STEP, false)? {
                     if want == 0 {
                         break;
@@ -161,11 +177,15 @@ impl Retention {
                 undistributed = self.distribution;
             }
             if batch.is_empty() {
-                if plan.bytes > 0 && deleted == 0 {
-                    tracing::warn!(actor = %self.path, free, needed = plan.bytes, "over the disk budget, but nothing may be deleted yet (footage not yet distributed; above the critical floor)");
+                if need > 0 && deleted == 0 {
+                    let n = self.blocked.fetch_add(1, Ordering::Relaxed);
+                    if n % 30 == 0 {
+                        tracing::warn!(actor = %self.path, free, needed = need, "over the disk budget, but nothing may be deleted yet (footage not yet distributed; above the critical floor); looking again every {} s", self.cfg.check_seconds);
+                    }
                 }
                 return Ok(deleted);
             }
+            self.blocked.store(0, Ordering::Relaxed);
             if undistributed {
                 for s in &batch {
                     tracing::warn!(actor = %self.path, segment = %s.path, free, critical = self.cfg.critical_free.bytes_of(total),
@@ -174,9 +194,14 @@ impl Retention {
                 DELETED_UNDISTRIBUTED.fetch_add(batch.len() as u64, Ordering::Relaxed);
             }
             catalog.tombstone(&batch)?;
-            Self::delete(catalog, &self.data_dir, &batch)?;
-            deleted += batch.len() as u64;
-            DELETED.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            let (removed, freed) = self.delete(&batch)?;
+            deleted += removed;
+            DELETED.fetch_add(removed, Ordering::Relaxed);
+            if removed == 0 {
+                return Ok(deleted); // nothing could be deleted: no progress this pass
+            }
+            need = need.saturating_sub(freed);
+            need_critical = need_critical.saturating_sub(freed);
         }
     }
 
@@ -235,6 +260,7 @@ pub fn child_spec(config: &Config, catalog: Arc<Catalog>) -> ChildSpec {
             distribution,
             clock: cx.clock(),
             path: cx.path.clone(),
+            blocked: Default::default(),
         });
         Ok(ChildHandle::task(worker.run(rx), move || {
             let _ = tx.send(true);

@@ -169,3 +169,22 @@ fn run_exits_non_zero_when_the_tree_gives_up() {
     assert!(log.contains("supervision tree gave up"), "{log}");
     drop(blocker);
 }
+
+#[test]
+fn run_refuses_to_start_without_a_working_ffmpeg_and_ffprobe() {
+    let dir = tempfile::tempdir().unwrap();
+    let (head, cams) = BASE.split_at(BASE.find("[[cameras]]").unwrap());
+    let config = write_config(
+        dir.path(),
+        &format!("{head}[capture]\nffmpeg = \"/nonexistent/bin/ffmpeg\"\n\n{cams}"),
+    );
+    let mut vigil = Running::start_raw(&config);
+    let code = vigil.wait_exit(Duration::from_secs(15));
+    let log = vigil.seen.join("\n");
+    assert_eq!(code, 1, "log:\n{log}");
+    assert!(
+        log.contains("/nonexistent/bin/ffmpeg cannot be run")
+            && log.contains("install ffmpeg or set [capture] ffmpeg"),
+        "{log}"
+    );
+}

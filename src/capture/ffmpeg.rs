@@ -30,6 +30,8 @@ pub const TERM_GRACE: Duration = Duration::from_secs(3);
 pub const STALL_GRACE: Duration = Duration::from_secs(1);
 /// How often the watchdog looks at the current segment's size.
 const WATCHDOG_TICK: Duration = Duration::from_millis(200);
+/// Longest wait for the catalog to register a new session before ffmpeg starts anyway.
+const REGISTER_WAIT: Duration = Duration::from_secs(2);
 /// Stderr lines kept for the restart log.
 const STDERR_LINES: usize = 8;
 /// The segment list ffmpeg appends to.
@@ -346,13 +348,33 @@ impl Actor for Ffmpeg {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        // A new, never-used folder, created off this thread (the disk may be slow).
+        // A new, never-used folder, created off this thread (the disk may be slow), and registered in the
+        // catalog before ffmpeg writes into it, so that a crash at any moment leaves it known. A catalog that
+        // does not answer within REGISTER_WAIT does not hold up recording (the watcher registers it too).
         let camera_dir = self.cam.dir.clone();
         let now = chrono::DateTime::<chrono::Utc>::from(self.clock.wall());
-        let create = tokio::task::spawn_blocking(move || session::create(&camera_dir, now));
-        ctx.wait(actix::fut::wrap_future(create).map(
-            |created, act: &mut Self, ctx| match created {
-                Ok(Ok((session, dir))) => {
+        let (catalog, camera) = (self.cam.catalog.clone(), self.cam.config.id.clone());
+        let prepare = async move {
+            let (session, dir) =
+                tokio::task::spawn_blocking(move || session::create(&camera_dir, now))
+                    .await
+                    .map_err(|e| {
+                        crate::Error::Internal(format!("creating the session folder: {e}"))
+                    })??;
+            let name = session.clone();
+            let registered = tokio::time::timeout(
+                REGISTER_WAIT,
+                catalog.run(move |c| c.open_session(&camera, &name)),
+            )
+            .await;
+            if !matches!(registered, Ok(Ok(()))) {
+                tracing::warn!(%session, "the catalog did not register the new session in time; recording anyway");
+            }
+            Ok::<_, crate::Error>((session, dir))
+        };
+        ctx.wait(actix::fut::wrap_future(prepare).map(
+            |prepared, act: &mut Self, ctx| match prepared {
+                Ok((session, dir)) => {
                     act.session = session;
                     act.dir = dir;
                     if act.stopping {
@@ -361,15 +383,11 @@ impl Actor for Ffmpeg {
                         act.launch(ctx);
                     }
                 }
-                Ok(Err(e)) => {
-                    if crate::error::Error::is_transient(&e) {
+                Err(e) => {
+                    if e.is_transient() {
                         announce(&act.cam, State::DiskFull, &e.to_string(), act.now_ms());
                     }
                     act.exit.fail(e.to_string());
-                    ctx.stop();
-                }
-                Err(e) => {
-                    act.exit.fail(format!("creating the session folder: {e}"));
                     ctx.stop();
                 }
             },
@@ -427,7 +445,7 @@ impl Ffmpeg {
             self.last_progress = now.checked_sub(age).unwrap_or(now).max(self.started);
             let wall = self.now_ms();
             self.cam.status.update(|s| s.last_write_ms = Some(wall));
-            if first {
+            if first || self.cam.status.snapshot().state != State::Recording {
                 announce(&self.cam, State::Recording, "bytes are flowing", wall);
             }
             if p.seq >= 1 && !self.healthy {

@@ -193,6 +193,8 @@ pub struct CameraRuntime {
     pub backoff_max: Duration,
     /// The running watcher's inbox.
     pub inbox: Mutex<Option<mpsc::UnboundedSender<Note>>>,
+    /// When the probe last asked a misconfigured camera.
+    pub last_probe: Mutex<Option<std::time::Instant>>,
 }
 
 impl CameraRuntime {
@@ -218,6 +220,7 @@ impl CameraRuntime {
             redactor: Redactor::new(cam.url.secrets()),
             backoff_max: Duration::from_secs(config.supervision.backoff_max_seconds),
             inbox: Mutex::new(None),
+            last_probe: Mutex::new(None),
         }
     }
 
@@ -242,6 +245,9 @@ pub fn ffprobe_for(ffmpeg: &str) -> String {
         _ => "ffprobe".to_string(),
     }
 }
+
+/// How often a camera that rejects our credentials (or lacks the stream) is probed.
+pub const PROBE_WHEN_MISCONFIGURED: Duration = Duration::from_secs(10);
 
 /// Free bytes that end a camera's wait after its disk was full.
 pub const SPACE_TO_RESTART: u64 = 4_000_000;
@@ -284,6 +290,19 @@ pub fn camera_spec(config: &Config, rt: Arc<CameraRuntime>) -> SupervisorSpec {
                     .and_then(Result::ok)
                     .is_some_and(|(free, _)| free >= SPACE_TO_RESTART);
             }
+            // A camera that rejects our credentials (or has no such stream) is asked rarely: two failed
+            // logins a second would lock the account on many cameras.
+            if matches!(
+                rt.status.snapshot().state,
+                State::AuthFailed | State::NotFound
+            ) {
+                let mut last = rt.last_probe.lock().unwrap_or_else(|p| p.into_inner());
+                if last.is_some_and(|t: std::time::Instant| t.elapsed() < PROBE_WHEN_MISCONFIGURED)
+                {
+                    return false;
+                }
+                *last = Some(std::time::Instant::now());
+            }
             let outcome = probe::check(url.expose(), Duration::from_secs(1)).await;
             ffmpeg::probed(&rt, &outcome);
             outcome.is_ready()
@@ -294,7 +313,7 @@ pub fn camera_spec(config: &Config, rt: Arc<CameraRuntime>) -> SupervisorSpec {
     let watcher = ChildSpec::worker("watcher", move |cx| {
         let (h, _) = ChildHandle::actor(
             cx,
-            watcher::Watcher::new(r.clone(), cx.exit.clone(), cx.clock(), cx.path.clone()),
+            watcher::Watcher::new(r.clone(), cx.clock(), cx.path.clone()),
         );
         Ok(h)
     })

@@ -166,25 +166,40 @@ pub async fn check(url: &str, timeout: Duration) -> Outcome {
                 "DESCRIBE {uri} RTSP/1.0\r\nCSeq: {cseq}\r\nAccept: application/sdp\r\nUser-Agent: vigil-probe\r\n{auth}\r\n"
             )
         };
-        s.write_all(request(1, basic.as_deref().unwrap_or("")).as_bytes())
+        // No credentials until the camera asks for them (as ffmpeg does): a password never travels in the
+        // clear to a camera that offers Digest.
+        s.write_all(request(1, "").as_bytes())
             .await
             .map_err(|e| format!("cannot send: {e}"))?;
         let (code, headers) = read_head(&mut s).await.ok_or("no RTSP answer")?;
         if code != 401 {
             return Ok(classify(code));
         }
-        // Digest: answer the challenge once, on the same connection.
-        let digest = headers
-            .iter()
-            .filter(|(k, _)| k == "www-authenticate")
-            .find(|(_, v)| v.to_ascii_lowercase().starts_with("digest"));
-        let (Some((_, challenge)), Some(p)) = (digest, &password) else {
+        let Some(p) = &password else {
             return Ok(classify(code));
         };
-        let auth = format!(
-            "Authorization: {}\r\n",
-            digest_header(challenge, &user, p, "DESCRIBE", &uri)
-        );
+        let challenges: Vec<&String> = headers
+            .iter()
+            .filter(|(k, _)| k == "www-authenticate")
+            .map(|(_, v)| v)
+            .collect();
+        // Digest when offered, Basic otherwise; one answer, on the same connection.
+        let auth = match challenges
+            .iter()
+            .find(|v| v.to_ascii_lowercase().starts_with("digest"))
+        {
+            Some(challenge) => format!(
+                "Authorization: {}\r\n",
+                digest_header(challenge, &user, p, "DESCRIBE", &uri)
+            ),
+            None if challenges
+                .iter()
+                .any(|v| v.to_ascii_lowercase().starts_with("basic")) =>
+            {
+                basic.clone().unwrap_or_default()
+            }
+            None => return Ok(classify(code)),
+        };
         s.write_all(request(2, &auth).as_bytes())
             .await
             .map_err(|e| format!("cannot send: {e}"))?;
@@ -225,18 +240,27 @@ mod tests {
 
     #[tokio::test]
     async fn only_200_counts_as_back_and_digest_challenges_are_answered() {
-        let (port, t) = fake(vec!["RTSP/1.0 200 OK\r\nCSeq: 1\r\n\r\n"]).await;
+        let (port, t) = fake(vec![
+            "RTSP/1.0 401 Unauthorized\r\nCSeq: 1\r\nWWW-Authenticate: Basic realm=\"x\"\r\n\r\n",
+            "RTSP/1.0 200 OK\r\nCSeq: 2\r\n\r\n",
+        ])
+        .await;
         let url = format!("rtsp://admin:p%40ss@127.0.0.1:{port}/cam1");
         assert_eq!(check(&url, Duration::from_secs(2)).await, Outcome::Ready);
         let seen = t.await.unwrap();
         assert!(seen[0].starts_with(&format!(
             "DESCRIBE rtsp://127.0.0.1:{port}/cam1 RTSP/1.0\r\n"
         )));
-        // admin:p@ss, percent-decoded, in Basic.
         assert!(
-            seen[0].contains("Authorization: Basic YWRtaW46cEBzcw==\r\n"),
-            "{}",
+            !seen[0].contains("Authorization"),
+            "no credentials before the camera asks: {}",
             seen[0]
+        );
+        // admin:p@ss, percent-decoded, in Basic, once asked for.
+        assert!(
+            seen[1].contains("Authorization: Basic YWRtaW46cEBzcw==\r\n"),
+            "{}",
+            seen[1]
         );
 
         let (port, t) = fake(vec![
@@ -256,12 +280,20 @@ mod tests {
             "{}",
             seen[1]
         );
+        assert!(!seen[1].contains("Basic"), "Digest preferred: {}", seen[1]);
 
+        // Wrong credentials: the answer to the challenge is 401 again.
+        let (port, _t) = fake(vec![
+            "RTSP/1.0 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"x\"\r\n\r\n",
+            "RTSP/1.0 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"x\"\r\n\r\n",
+        ])
+        .await;
+        let url = format!("rtsp://u:wrong@127.0.0.1:{port}/s");
+        assert_eq!(
+            check(&url, Duration::from_secs(2)).await,
+            Outcome::AuthRejected(401)
+        );
         for (answer, outcome) in [
-            (
-                "RTSP/1.0 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"x\"\r\n\r\n",
-                Outcome::AuthRejected(401),
-            ),
             ("RTSP/1.0 403 Forbidden\r\n\r\n", Outcome::AuthRejected(403)),
             ("RTSP/1.0 404 Not Found\r\n\r\n", Outcome::NotFound),
             (

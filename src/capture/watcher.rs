@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use notify::{EventKind, RecursiveMode, Watcher as _};
-use supervisors::{Backoff, BackoffPolicy, Clock, ExitSlot, FastRandJitter, Terminate};
+use supervisors::{Backoff, BackoffPolicy, Clock, FastRandJitter, Terminate};
 use tokio::sync::mpsc;
 
 use super::ffmpeg::{SEGMENT_LIST, segment_name, seq_of};
@@ -145,7 +145,7 @@ fn read_new(
             // The list counts a session's first segment from the first packet ffmpeg *received*, but ffmpeg
             // only writes from the first keyframe (a camera that is already streaming is joined mid-GOP):
             // the footage starts later by up to a keyframe interval. Its real length is the file's.
-            if let Some(d) = probe_duration_blocking(&cam.ffprobe, &file)
+            if let Ok(Some(d)) = probe_duration_blocking(&cam.ffprobe, &file)
                 && d < l.end - 0.01
             {
                 l.start = l.end - d;
@@ -215,9 +215,12 @@ fn new_segment(
     }
 }
 
-/// Duration of a segment file in seconds, from ffprobe, synchronously (on the blocking pool).
-fn probe_duration_blocking(ffprobe: &str, path: &Path) -> Option<f64> {
-    let out = std::process::Command::new(ffprobe)
+/// Duration of a segment file in seconds, from ffprobe, synchronously (on the blocking pool): `Ok(None)`
+/// when ffprobe finds no duration (an unreadable file), `Err` when ffprobe could not run or took longer than
+/// [`FFPROBE_TIMEOUT`] (it is killed).
+fn probe_duration_blocking(ffprobe: &str, path: &Path) -> std::io::Result<Option<f64>> {
+    use std::io::Read as _;
+    let mut child = std::process::Command::new(ffprobe)
         .args([
             "-v",
             "error",
@@ -228,26 +231,43 @@ fn probe_duration_blocking(ffprobe: &str, path: &Path) -> Option<f64> {
         ])
         .arg(path)
         .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
-        .output()
-        .ok()?;
-    String::from_utf8_lossy(&out.stdout)
+        .spawn()?;
+    let deadline = std::time::Instant::now() + FFPROBE_TIMEOUT;
+    loop {
+        if child.try_wait()?.is_some() {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("ffprobe took longer than {} s", FFPROBE_TIMEOUT.as_secs()),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut out = String::new();
+    if let Some(mut stdout) = child.stdout.take() {
+        stdout.read_to_string(&mut out)?;
+    }
+    Ok(out
         .trim()
         .parse::<f64>()
         .ok()
-        .filter(|d| d.is_finite() && *d > 0.0)
+        .filter(|d| d.is_finite() && *d > 0.0))
 }
 
-/// Duration of a segment file in milliseconds, from ffprobe on the blocking pool (None: unreadable, or
-/// ffprobe took longer than [`FFPROBE_TIMEOUT`]).
-async fn probe_duration_ms(ffprobe: &str, path: &Path) -> Option<i64> {
+/// Duration of a segment file in milliseconds, from ffprobe on the blocking pool (see
+/// [`probe_duration_blocking`]).
+async fn probe_duration_ms(ffprobe: &str, path: &Path) -> std::io::Result<Option<i64>> {
     let (ffprobe, path) = (ffprobe.to_string(), path.to_path_buf());
-    let probe = tokio::task::spawn_blocking(move || probe_duration_blocking(&ffprobe, &path));
-    let d = tokio::time::timeout(FFPROBE_TIMEOUT, probe)
+    let d = tokio::task::spawn_blocking(move || probe_duration_blocking(&ffprobe, &path))
         .await
-        .ok()?
-        .ok()??;
-    Some((d * 1000.0).round() as i64)
+        .map_err(std::io::Error::other)??;
+    Ok(d.map(|d| (d * 1000.0).round() as i64))
 }
 
 /// The watcher's working loop and everything it needs.
@@ -383,6 +403,8 @@ impl Scanner {
             .await?;
         let mut st = SessionState {
             any: !known.is_empty(),
+            // Retention may have deleted the oldest: the partial segment is looked for after the newest.
+            last_seq: known.iter().max().copied(),
             known: Some(known),
             ..SessionState::default()
         };
@@ -469,7 +491,16 @@ impl Scanner {
                 continue;
             }
             match probe_duration_ms(&self.cam.ffprobe, &file).await {
-                Some(duration_ms) => {
+                Err(e) => {
+                    // Not the file's fault: keep the session open; it is finished again at the next start.
+                    self.catalogue(rows).await?;
+                    return Err(Error::io(
+                        "cannot check a partial segment with ffprobe",
+                        &file,
+                        e,
+                    ));
+                }
+                Ok(Some(duration_ms)) => {
                     let media_start = st.media_end.unwrap_or(0.0);
                     let fallback_anchor = meta
                         .modified()
@@ -503,10 +534,10 @@ impl Scanner {
                     st.end_ms = Some(start_ms + duration_ms);
                     st.media_end = Some(media_start + duration_ms as f64 / 1000.0);
                 }
-                None if meta.len() == 0 => {
+                Ok(None) if meta.len() == 0 => {
                     tracing::debug!(actor = %self.path, file = %file.display(), "empty segment file left by an ended run (no footage)");
                 }
-                None => {
+                Ok(None) => {
                     tracing::warn!(actor = %self.path, file = %file.display(), bytes = meta.len(), "segment file left by an ended run is unreadable (ffprobe finds no duration): set aside, not catalogued, left on disk");
                 }
             }
@@ -570,8 +601,48 @@ impl Scanner {
         }
     }
 
+    /// Once per camera (the first start with this catalog): session folders the catalog does not know (left
+    /// by an older vigil, or by a crash before the session was registered) are registered as open, so that
+    /// they are finished like any other. O(folders), once ever, on the blocking pool.
+    async fn adopt_unknown_folders(&self) -> Result<()> {
+        let (catalog, camera, dir) = (
+            self.cam.catalog.clone(),
+            self.cam.config.id.clone(),
+            self.cam.dir.clone(),
+        );
+        let path = self.path.clone();
+        self.retry("registering earlier session folders", || {
+            let (catalog, camera, dir, path) = (catalog.clone(), camera.clone(), dir.clone(), path.clone());
+            async move {
+                catalog
+                    .run(move |c| {
+                        let key = format!("adopted-folders:{camera}");
+                        if c.flag(&key)? {
+                            return Ok(());
+                        }
+                        let mut adopted = 0;
+                        for (session, _) in super::session::list(&dir) {
+                            if c.session_closed(&camera, &session)?.is_none() {
+                                c.open_session(&camera, &session)?;
+                                adopted += 1;
+                            }
+                        }
+                        if adopted > 0 {
+                            tracing::info!(actor = %path, adopted, "session folders unknown to the catalog are registered and will be catalogued");
+                        }
+                        c.set_flag(&key)
+                    })
+                    .await
+            }
+        })
+        .await
+    }
+
     /// The loop: sessions left open by a crash first, then notes in order.
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Note>) {
+        if let Err(e) = self.adopt_unknown_folders().await {
+            tracing::error!(actor = %self.path, "{e}");
+        }
         let (catalog, camera) = (self.cam.catalog.clone(), self.cam.config.id.clone());
         let open = self
             .retry("listing open sessions", || {
@@ -611,22 +682,16 @@ pub struct Watcher {
     cam: Arc<CameraRuntime>,
     clock: Arc<dyn Clock>,
     path: String,
-    exit: ExitSlot,
     queue: Option<mpsc::UnboundedSender<Note>>,
 }
 
 impl Watcher {
-    pub fn new(
-        cam: Arc<CameraRuntime>,
-        exit: ExitSlot,
-        clock: Arc<dyn Clock>,
-        path: String,
-    ) -> Self {
+    /// The watcher never fails on its own: what goes wrong is retried (transient) or logged and skipped.
+    pub fn new(cam: Arc<CameraRuntime>, clock: Arc<dyn Clock>, path: String) -> Self {
         Watcher {
             cam,
             clock,
             path,
-            exit,
             queue: None,
         }
     }
@@ -660,14 +725,10 @@ impl Actor for Watcher {
             }
         });
         let watcher = match watcher {
-            Ok(w) => w,
+            Ok(w) => Some(w),
             Err(e) => {
-                self.exit.fail(format!(
-                    "cannot start inotify for {}: {e}",
-                    self.cam.dir.display()
-                ));
-                ctx.stop();
-                return;
+                tracing::warn!(actor = %self.path, "cannot start inotify for {}: {e}; looking for new segments every {} s instead", self.cam.dir.display(), TICK.as_secs());
+                None
             }
         };
         *self.cam.inbox.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx.clone());
@@ -676,7 +737,7 @@ impl Actor for Watcher {
             cam: self.cam.clone(),
             clock: self.clock.clone(),
             path: self.path.clone(),
-            notify: Arc::new(Mutex::new(Some(watcher))),
+            notify: Arc::new(Mutex::new(watcher)),
             sessions: HashMap::new(),
             current: None,
         };

@@ -113,7 +113,7 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX set_aside ON segments (id) WHERE pipeline_error IS NOT NULL;
     CREATE INDEX tombstones ON segments (id) WHERE deleting = 1;
     CREATE TABLE sessions (
-        id           INTEGER PRIMARY KEY,
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
         camera       TEXT    NOT NULL,
         session      TEXT    NOT NULL,
         opened_at_ms INTEGER NOT NULL,
@@ -144,7 +144,8 @@ const MIGRATIONS: &[&str] = &[
         SELECT s.lseq, s.session, s.seq, s.disc FROM segments s
         WHERE s.camera = cameras.camera AND s.lseq IS NOT NULL ORDER BY s.lseq DESC LIMIT 1);
     UPDATE cameras SET last_session_id = (
-        SELECT id FROM sessions WHERE sessions.camera = cameras.camera AND sessions.session = cameras.last_session);",
+        SELECT id FROM sessions WHERE sessions.camera = cameras.camera AND sessions.session = cameras.last_session);
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
 ];
 
 /// Wakes each distribution stage when work for it may have arrived: whoever catalogues a segment wakes the
@@ -272,10 +273,11 @@ pub struct CameraStats {
     /// Bytes and segments on disk.
     pub bytes: i64,
     pub segments: i64,
-    /// End of the newest segment retention deleted (playlists that began before it lost their head).
+    /// Start of the newest segment retention deleted (a playlist that began at or before it lost its head).
     pub deleted_until_ms: Option<i64>,
-    /// The last segment of the live sequence.
+    /// The last segment of the live sequence, and the discontinuity number there.
     pub last_lseq: Option<i64>,
+    pub disc: i64,
 }
 
 /// The catalog. Cheap to share behind an `Arc`.
@@ -601,7 +603,7 @@ impl Catalog {
     pub fn camera_stats(&self, camera: &str) -> Result<CameraStats> {
         self.read(|c| {
             c.query_row(
-                "SELECT max_duration_ms, bytes, segments, deleted_until_ms, last_lseq FROM cameras WHERE camera = ?1",
+                "SELECT max_duration_ms, bytes, segments, deleted_until_ms, last_lseq, disc FROM cameras WHERE camera = ?1",
                 [camera],
                 |r| {
                     Ok(CameraStats {
@@ -610,6 +612,7 @@ impl Catalog {
                         segments: r.get(2)?,
                         deleted_until_ms: r.get(3)?,
                         last_lseq: r.get(4)?,
+                        disc: r.get(5)?,
                     })
                 },
             )
@@ -844,11 +847,33 @@ impl Catalog {
                 .map_err(Error::from_sql)?;
             tx.execute(
                 "UPDATE cameras SET deleted_until_ms = MAX(COALESCE(deleted_until_ms, ?2), ?2) WHERE camera = ?1",
-                params![s.camera, s.start_ms + s.duration_ms],
+                params![s.camera, s.start_ms],
             )
             .map_err(Error::from_sql)?;
         }
         tx.commit().map_err(Error::from_sql)
+    }
+
+    /// A flag remembered across restarts (one-time jobs).
+    pub fn flag(&self, key: &str) -> Result<bool> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT EXISTS (SELECT 1 FROM meta WHERE key = ?1)",
+                [key],
+                |r| r.get(0),
+            )
+        })
+    }
+
+    /// Set a flag (see [`Catalog::flag`]).
+    pub fn set_flag(&self, key: &str) -> Result<()> {
+        self.writer()
+            .execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+                params![key, now_ms().to_string()],
+            )
+            .map_err(Error::from_sql)?;
+        Ok(())
     }
 
     /// Tombstoned segments (retention interrupted by a crash).
@@ -1167,7 +1192,7 @@ mod tests {
         let stats = c.camera_stats("cam1").unwrap();
         assert_eq!(
             (stats.bytes, stats.segments, stats.deleted_until_ms),
-            (3000, 3, Some(4000))
+            (3000, 3, Some(2000))
         );
         c.tombstone(&all[2..]).unwrap();
         assert_eq!(

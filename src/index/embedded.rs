@@ -38,9 +38,11 @@ impl Index for Embedded {
     ) -> BoxFuture<'a, Result<Vec<IndexDoc>>> {
         async move {
             let (by_factory, key) = scope.parts();
+            let key = key.to_string();
             let rows = self
                 .catalog
-                .indexed_range(by_factory, key, from_ms, to_ms)?;
+                .run(move |c| c.indexed_range(by_factory, &key, from_ms, to_ms))
+                .await?;
             Ok(rows
                 .iter()
                 .filter_map(|s| IndexDoc::from_segment(s, &self.node_id))

@@ -104,7 +104,8 @@ async fn process(
             Ok(None)
         }
         Stage::Publish => {
-            let prev = deps.catalog.prev_cid(seg)?;
+            let s = seg.clone();
+            let prev = deps.catalog.run(move |c| c.prev_cid(&s)).await?;
             let a = Announcement::of(seg, prev, &deps.node_id).ok_or_else(|| {
                 Error::ipfs("pubsub/pub", format!("segment {} has no CID", seg.path))
             })?;
@@ -172,8 +173,17 @@ async fn run(stage: Stage, deps: Arc<Deps>, clock: Arc<dyn Clock>, path: String)
         if needs_ipfs(stage) && !deps.link.is_up() {
             deps.link.wait_up().await;
         }
-        let batch = match deps.catalog.pending(stage, BATCH) {
+        let batch = match deps.catalog.run(move |c| c.pending(stage, BATCH)).await {
             Ok(b) => b,
+            // Busy or full: wait, do not crash the stage (its restarts would count against `services`).
+            Err(e) if e.is_transient() => {
+                let (attempt, delay) = backoff.next_delay(&jitter);
+                if attempt == 1 || attempt % 10 == 0 {
+                    tracing::warn!(actor = %path, stage = stage.name(), attempt, "catalog: {e}; retrying");
+                }
+                clock.sleep(delay).await;
+                continue;
+            }
             Err(e) => return format!("catalog: {e}"),
         };
         if batch.is_empty() {
@@ -187,8 +197,26 @@ async fn run(stage: Stage, deps: Arc<Deps>, clock: Arc<dyn Clock>, path: String)
             loop {
                 match process(stage, &deps, &index, &seg).await {
                     Ok(cid) => {
-                        if let Err(e) = deps.catalog.mark(stage, seg.id, cid.as_deref()) {
-                            return format!("catalog: {e}");
+                        let id = seg.id;
+                        // Recording the step is retried while the catalog is busy or full: the step itself is
+                        // idempotent, but redoing it is needless work.
+                        loop {
+                            let cid = cid.clone();
+                            match deps
+                                .catalog
+                                .run(move |c| c.mark(stage, id, cid.as_deref()))
+                                .await
+                            {
+                                Ok(()) => break,
+                                Err(e) if e.is_transient() => {
+                                    let (attempt, delay) = backoff.next_delay(&jitter);
+                                    if attempt == 1 || attempt % 10 == 0 {
+                                        tracing::warn!(actor = %path, stage = stage.name(), attempt, "catalog: {e}; retrying");
+                                    }
+                                    clock.sleep(delay).await;
+                                }
+                                Err(e) => return format!("catalog: {e}"),
+                            }
                         }
                         if backoff.attempt() > 0 {
                             tracing::info!(actor = %path, stage = stage.name(), "dependency back: {} resumed", stage.name());
@@ -202,7 +230,8 @@ async fn run(stage: Stage, deps: Arc<Deps>, clock: Arc<dyn Clock>, path: String)
                     Err(e) if e.is_transient() => {
                         let (attempt, delay) = backoff.next_delay(&jitter);
                         if attempt == 1 || attempt % 10 == 0 {
-                            let backlog = deps.catalog.backlog().unwrap_or_default();
+                            let backlog =
+                                deps.catalog.run(|c| c.backlog()).await.unwrap_or_default();
                             tracing::warn!(actor = %path, stage = stage.name(), attempt, delay_ms = delay.as_millis() as u64,
                                 backlog_pin = backlog.pin, backlog_index = backlog.index, backlog_publish = backlog.publish,
                                 "{e}; {} paused, retrying (recording goes on)", stage.name());
@@ -214,10 +243,8 @@ async fn run(stage: Stage, deps: Arc<Deps>, clock: Arc<dyn Clock>, path: String)
                     }
                     Err(e) => {
                         tracing::error!(actor = %path, stage = stage.name(), segment = %seg.path, "{e}: segment set aside (the pipeline goes on without it)");
-                        if let Err(e) = deps
-                            .catalog
-                            .set_aside(seg.id, &format!("{}: {e}", stage.name()))
-                        {
+                        let (id, why) = (seg.id, format!("{}: {e}", stage.name()));
+                        if let Err(e) = deps.catalog.run(move |c| c.set_aside(id, &why)).await {
                             return format!("catalog: {e}");
                         }
                         break;
