@@ -161,7 +161,7 @@ fn faults(long: bool) {
     out(&format!(
         "## faults ({kills} kills every 20 s, 2 s keyframe interval; loop = bash loop around ffmpeg restarting after 1 s)"
     ));
-    let mut cam = Camera::start_with(1, &["--gop", "30"]);
+    let cam = Camera::start_with(1, &["--gop", "30"]);
     let dir = tempfile::tempdir().unwrap();
     // A third client keeps the camera's stream running, as a real camera's is: a reconnecting ffmpeg joins
     // mid-GOP and waits for the next keyframe.
@@ -187,8 +187,19 @@ fn faults(long: bool) {
     };
     let mut keeper_child = keeper();
     let lp = Loop::start(&cam.url(1), &dir.path().join("loop"));
+    // The outage is played on cameras of their own, one per recorder, so that neither joins the other's
+    // stream: a camera back from an outage starts with a keyframe for its first client.
+    let mut out_cams = [
+        Camera::start_with(1, &["--gop", "30"]),
+        Camera::start_with(1, &["--gop", "30"]),
+    ];
+    let lp_out = Loop::start(&out_cams[0].url(1), &dir.path().join("loop-outage"));
     let data = dir.path().join("data");
-    let mut vigil = Vigil::start(&vigil_config(&data, &[("cam2", cam.url(1))], ""));
+    let mut vigil = Vigil::start(&vigil_config(
+        &data,
+        &[("cam2", cam.url(1)), ("cam3", out_cams[1].url(1))],
+        "",
+    ));
     let vigil_dir = data.join("cam2");
     let vigil_ffmpeg = || {
         ffmpeg_under(&vigil_dir)
@@ -283,28 +294,32 @@ fn faults(long: bool) {
     std::thread::sleep(Duration::from_secs(10));
 
     // 3. A camera outage.
-    cam.kill();
+    let out_dir = data.join("cam3");
+    wait_until(
+        "both record the outage cameras",
+        Duration::from_secs(30),
+        || ts_files(&lp_out.dir).len() >= 2 && ts_files(&out_dir).len() >= 2,
+    );
+    for c in out_cams.iter_mut() {
+        c.kill();
+    }
     std::thread::sleep(Duration::from_secs(outage));
-    let before_loop: Vec<PathBuf> = ts_files(&lp.dir).into_iter().map(|(p, _)| p).collect();
-    let before_vigil: Vec<PathBuf> = ts_files(&vigil_dir).into_iter().map(|(p, _)| p).collect();
-    cam.restart();
+    let before_loop: Vec<PathBuf> = ts_files(&lp_out.dir).into_iter().map(|(p, _)| p).collect();
+    let vigil_rows = catalog(&data).count(Some("cam3")).unwrap();
+    for c in out_cams.iter_mut() {
+        c.restart();
+    }
     let t = Instant::now();
     let (mut lback, mut vback) = (None, None);
-    let vigil_rows = catalog(&data).count(Some("cam2")).unwrap();
     while t.elapsed() < Duration::from_secs(30) && (lback.is_none() || vback.is_none()) {
         if lback.is_none()
-            && ts_files(&lp.dir)
+            && ts_files(&lp_out.dir)
                 .iter()
                 .any(|(p, _)| !before_loop.contains(p))
         {
             lback = Some(t.elapsed());
         }
-        if vback.is_none()
-            && catalog(&data).count(Some("cam2")).unwrap() > vigil_rows
-            && ts_files(&vigil_dir)
-                .iter()
-                .any(|(p, _)| !before_vigil.contains(p))
-        {
+        if vback.is_none() && catalog(&data).count(Some("cam3")).unwrap() > vigil_rows {
             vback = Some(t.elapsed());
         }
         std::thread::sleep(Duration::from_millis(20));

@@ -394,7 +394,7 @@ fn default_rtsp_timeout() -> u32 {
     5
 }
 fn default_probe_interval() -> u64 {
-    500
+    250
 }
 fn default_live_window() -> usize {
     6
