@@ -165,27 +165,7 @@ fn faults(long: bool) {
     let dir = tempfile::tempdir().unwrap();
     // A third client keeps the camera's stream running, as a real camera's is: a reconnecting ffmpeg joins
     // mid-GOP and waits for the next keyframe.
-    let keeper = || {
-        Command::new("ffmpeg")
-            .args([
-                "-nostdin",
-                "-loglevel",
-                "quiet",
-                "-rtsp_transport",
-                "tcp",
-                "-i",
-                &cam.url(1),
-                "-c",
-                "copy",
-                "-f",
-                "null",
-                "-",
-            ])
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap()
-    };
-    let mut keeper_child = keeper();
+    let keeper = cam.keep_streaming(1);
     let lp = Loop::start(&cam.url(1), &dir.path().join("loop"));
     // The outage is played on cameras of their own, one per recorder, so that neither joins the other's
     // stream: a camera back from an outage starts with a keyframe for its first client.
@@ -288,9 +268,9 @@ fn faults(long: bool) {
         s(vgone)
     ));
     cam.thaw();
-    let _ = keeper_child.kill();
-    let _ = keeper_child.wait();
-    keeper_child = keeper();
+    // The frozen camera's keeper is stuck too: a new one.
+    drop(keeper);
+    let keeper = cam.keep_streaming(1);
     std::thread::sleep(Duration::from_secs(10));
 
     // 3. A camera outage.
@@ -333,8 +313,7 @@ fn faults(long: bool) {
         s(vback)
     ));
     vigil.stop();
-    let _ = keeper_child.kill();
-    let _ = keeper_child.wait();
+    drop(keeper);
 }
 
 /// A catalog with `days` days of 2 s segments for `cameras` cameras ending now, fully distributed, one

@@ -103,6 +103,27 @@ impl Rig {
     }
 }
 
+impl Rig {
+    /// Waits in real time, without moving the simulated clock, until a file `name` of `bytes` bytes exists
+    /// in a session folder; returns the simulated time since the start.
+    async fn wait_for_file(&self, name: &str, bytes: u64) -> Duration {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let cam = self.data.join("cam1");
+        loop {
+            let found = std::fs::read_dir(&cam)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|d| std::fs::metadata(d.path().join(name)).is_ok_and(|m| m.len() == bytes));
+            if found {
+                return supervisors::Clock::now(&self.clock).saturating_duration_since(self.t0);
+            }
+            assert!(Instant::now() < deadline, "no {name} of {bytes} bytes");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
 fn child_is(kind: &EventKind, id: &str) -> bool {
     match kind {
         EventKind::Started { child, .. }
@@ -119,11 +140,19 @@ async fn no_bytes_for_stall_seconds_stops_ffmpeg_and_the_restart_backs_off() {
         "head -c 100 /dev/zero > \"$DIR/seg_00000.ts\"; exec sleep 1000",
         "rtsp://127.0.0.1:9/x",
     );
+    rig.until("ffmpeg start", |k| {
+        child_is(k, "ffmpeg") && matches!(k, EventKind::Started { .. })
+    })
+    .await;
+    // The script's 100 bytes land on disk in real time (slow on a loaded machine): simulated time stands
+    // still until they are there, so the stall is timed from the last byte.
+    let written = rig.wait_for_file("seg_00000.ts", 100).await;
     let (at, kind) = rig
         .until("ffmpeg exit", |k| {
             child_is(k, "ffmpeg") && matches!(k, EventKind::Exited { .. })
         })
         .await;
+    let at = at - written;
     let EventKind::Exited {
         reason, healthy, ..
     } = kind
@@ -137,7 +166,7 @@ async fn no_bytes_for_stall_seconds_stops_ffmpeg_and_the_restart_backs_off() {
         "{reason}"
     );
     assert!(!healthy, "no segment was finished");
-    // Detected 3 s after the last byte, plus at most a tick or two; then SIGTERM ends `sleep` at once.
+    // Detected 3 s after the last byte, plus at most a tick or two (and a look's real latency); then SIGTERM ends `sleep` at once.
     assert!(
         (Duration::from_millis(3000)..Duration::from_millis(3700)).contains(&at),
         "stall seen at {at:?}"

@@ -437,19 +437,22 @@ impl Scanner {
         })
         .await?;
         let dir = self.cam.dir.join(session);
-        if let Some(w) = self
-            .notify
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_mut()
-            && let Err(e) = w.watch(&dir, RecursiveMode::NonRecursive)
-        {
+        if let Some(Err(e)) = self.with_inotify(|w| w.watch(&dir, RecursiveMode::NonRecursive)) {
             tracing::warn!(actor = %self.path, "cannot watch {}: {e}; looking every {} s instead", dir.display(), TICK.as_secs());
         }
         self.sessions
             .insert(session.to_string(), SessionState::default());
         self.current = Some(session.to_string());
         Ok(())
+    }
+
+    /// Runs `f` on the inotify watcher, if inotify could be started (else `None`: the periodic look covers).
+    fn with_inotify<T>(&self, f: impl FnOnce(&mut notify::RecommendedWatcher) -> T) -> Option<T> {
+        self.notify
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+            .map(f)
     }
 
     /// ffmpeg's run into `session` is over (or it was left open by a crash): catalogue the rest, the partial
@@ -459,14 +462,7 @@ impl Scanner {
             self.current = None;
         }
         let dir = self.cam.dir.join(session);
-        if let Some(w) = self
-            .notify
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_mut()
-        {
-            let _ = w.unwatch(&dir);
-        }
+        let _ = self.with_inotify(|w| w.unwatch(&dir));
         if !self.sessions.contains_key(session) {
             let st = self.resume(session).await?;
             self.sessions.insert(session.to_string(), st);
