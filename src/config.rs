@@ -212,6 +212,81 @@ fn default_retention_check() -> u64 {
     10
 }
 
+/// `[auth]`: who may log in and for how long.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Require a login on every route but `/healthz`, `/login`, `/api/login` and `/assets/`. Turning it off
+    /// opens every camera to anyone who reaches the port: only for a box on an isolated network (logged
+    /// as a warning at start).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// A login session ends after this many minutes without a request (a playing video keeps it alive).
+    #[serde(default = "default_idle_minutes")]
+    pub idle_minutes: u64,
+    /// …and this many hours after the login, whatever happens.
+    #[serde(default = "default_absolute_hours")]
+    pub absolute_hours: u64,
+    /// `auto`: cookies are marked Secure when the request came over TLS (a trusted proxy's
+    /// `X-Forwarded-Proto: https`); `always`; `never`.
+    #[serde(default = "default_secure_cookies")]
+    pub secure_cookies: String,
+    /// Proxies whose `X-Forwarded-For` / `X-Forwarded-Proto` are believed (the nginx in front).
+    #[serde(default = "default_trusted_proxies")]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Failed logins (per address and per user, within `lockout_minutes`) after which each answer is slowed.
+    #[serde(default = "default_slow_after")]
+    pub slow_after_failures: u32,
+    /// Failed logins after which further attempts are refused for `lockout_minutes`.
+    #[serde(default = "default_lock_after")]
+    pub lock_after_failures: u32,
+    #[serde(default = "default_lockout_minutes")]
+    pub lockout_minutes: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            enabled: true,
+            idle_minutes: default_idle_minutes(),
+            absolute_hours: default_absolute_hours(),
+            secure_cookies: default_secure_cookies(),
+            trusted_proxies: default_trusted_proxies(),
+            slow_after_failures: default_slow_after(),
+            lock_after_failures: default_lock_after(),
+            lockout_minutes: default_lockout_minutes(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_idle_minutes() -> u64 {
+    60
+}
+fn default_absolute_hours() -> u64 {
+    12
+}
+fn default_secure_cookies() -> String {
+    "auto".into()
+}
+fn default_trusted_proxies() -> Vec<std::net::IpAddr> {
+    vec![
+        std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::Ipv6Addr::LOCALHOST.into(),
+    ]
+}
+fn default_slow_after() -> u32 {
+    3
+}
+fn default_lock_after() -> u32 {
+    10
+}
+fn default_lockout_minutes() -> u64 {
+    15
+}
+
 /// A whole vigil config file.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -238,6 +313,9 @@ pub struct Config {
     /// How much footage the data folder keeps.
     #[serde(default)]
     pub retention: RetentionConfig,
+    /// Logins, sessions and their limits.
+    #[serde(default)]
+    pub auth: AuthConfig,
     /// The cameras this node records.
     #[serde(default)]
     pub cameras: Vec<CameraConfig>,
@@ -758,6 +836,28 @@ impl Config {
                 "http.timezone".into(),
                 format!(
                     "{tz:?} is not a time zone this box knows ({e}); e.g. \"Europe/Berlin\" or \"UTC\""
+                ),
+            );
+        }
+        let a = &self.auth;
+        if !["auto", "always", "never"].contains(&a.secure_cookies.as_str()) {
+            bad(
+                "auth.secure_cookies".into(),
+                format!("{:?}: auto, always or never", a.secure_cookies),
+            );
+        }
+        if a.idle_minutes == 0 || a.absolute_hours == 0 || a.lockout_minutes == 0 {
+            bad(
+                "auth".into(),
+                "idle_minutes, absolute_hours and lockout_minutes must be at least 1".into(),
+            );
+        }
+        if a.lock_after_failures == 0 || a.slow_after_failures > a.lock_after_failures {
+            bad(
+                "auth.lock_after_failures".into(),
+                format!(
+                    "must be at least 1 and not below slow_after_failures ({})",
+                    a.slow_after_failures
                 ),
             );
         }

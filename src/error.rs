@@ -81,6 +81,12 @@ pub enum Error {
     },
     #[error("segment {0} is not in the catalog")]
     NotInCatalog(i64),
+    /// A change that contradicts what is stored (a user that already exists, a token for no user).
+    #[error("{0}")]
+    Conflict(String),
+    /// Input that cannot be used as it is (a user name, a password, a scope).
+    #[error("{0}")]
+    Invalid(String),
     #[error("internal error: {0}")]
     Internal(String),
 }

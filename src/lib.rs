@@ -2,6 +2,7 @@
 //! over a private IPFS network. This library holds everything the `vigil` binary runs; see `docs/` for the
 //! architecture.
 
+pub mod auth;
 pub mod capture;
 pub mod catalog;
 pub mod config;

@@ -1,4 +1,5 @@
-//! The `vigil` command line: run a node, check a config, print the supervision tree.
+//! The `vigil` command line: run a node, check a config, manage users and API tokens, print the supervision
+//! tree.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -45,12 +46,231 @@ enum Command {
         #[arg(value_name = "FILE")]
         config: PathBuf,
     },
+    /// Manage the people who may log in (stored in the node's catalog; a running vigil picks changes up within a
+    /// second). Roles: admin (every camera, user audit), dev (every camera, operator APIs), client (only the
+    /// cameras of its scope: --factory and/or --camera).
+    User {
+        /// The node's config file (its data_dir holds the catalog).
+        #[arg(long, short, value_name = "FILE", env = "VIGIL_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: UserAction,
+    },
+    /// Manage API tokens for machines (`Authorization: Bearer <token>`); a token acts as its user.
+    Token {
+        /// The node's config file.
+        #[arg(long, short, value_name = "FILE", env = "VIGIL_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: TokenAction,
+    },
     /// Print the supervision tree that `run` starts: supervisors, strategies, restart limits and workers.
     Tree {
         /// Show the tree for this config (its tuning and cameras); without it, the defaults.
         #[arg(long, short, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum UserAction {
+    /// Add a user. Without --password-stdin a password is generated and printed once.
+    Add {
+        name: String,
+        #[arg(long, value_parser = ["admin", "dev", "client"])]
+        role: String,
+        /// A factory whose cameras a client sees (repeat for more).
+        #[arg(long = "factory", value_name = "FACTORY_ID")]
+        factories: Vec<String>,
+        /// A camera a client sees (repeat for more).
+        #[arg(long = "camera", value_name = "CAMERA_ID")]
+        cameras: Vec<String>,
+        /// Read the password from the first line of standard input (at least 10 characters).
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List users: name, role, scope.
+    List,
+    /// Set a new password (generated and printed unless --password-stdin); the user's sessions end.
+    Passwd {
+        name: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Remove a user, its sessions and its tokens.
+    Remove { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenAction {
+    /// Create a token for USER; it is printed once (only its SHA-256 is stored).
+    Add {
+        user: String,
+        /// What the token is for (shown by `token list`).
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+    /// List tokens: id, user, label, created.
+    List,
+    /// Revoke a token by the id `token list` shows.
+    Revoke { id: i64 },
+}
+
+/// The catalog of the node configured in `config` (for `user` and `token`).
+fn admin_catalog(config: Option<PathBuf>) -> Result<(Config, Catalog), String> {
+    let path = config.ok_or("give the node's config with --config FILE (or VIGIL_CONFIG)")?;
+    let c = Config::load(&path).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&c.data_dir)
+        .map_err(|e| format!("cannot create {}: {e}", c.data_dir.display()))?;
+    let catalog = Catalog::open(&c.data_dir.join("catalog.sqlite")).map_err(|e| e.to_string())?;
+    Ok((c, catalog))
+}
+
+fn read_password(from_stdin: bool) -> Result<(String, bool), String> {
+    if !from_stdin {
+        return Ok((vigil::auth::generate_password(), true));
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| format!("cannot read the password from standard input: {e}"))?;
+    let pw = line.trim_end_matches(['\r', '\n']).to_string();
+    vigil::auth::check_password(&pw).map_err(|e| e.to_string())?;
+    Ok((pw, false))
+}
+
+fn user_command(config: Option<PathBuf>, action: UserAction) -> Result<(), String> {
+    use vigil::catalog::{Role, User};
+    let (cfg, catalog) = admin_catalog(config)?;
+    let now = chrono::Utc::now().timestamp_millis();
+    match action {
+        UserAction::Add {
+            name,
+            role,
+            factories,
+            cameras,
+            password_stdin,
+        } => {
+            vigil::auth::check_user_name(&name).map_err(|e| e.to_string())?;
+            let role: Role = role.parse()?;
+            if role == Role::Client && factories.is_empty() && cameras.is_empty() {
+                return Err(
+                    "a client needs a scope: --factory FACTORY_ID and/or --camera CAMERA_ID".into(),
+                );
+            }
+            for f in &factories {
+                if !cfg.cameras.iter().any(|c| &c.factory_id == f) {
+                    eprintln!("note: no camera of this node has factory_id {f:?} (yet)");
+                }
+            }
+            for id in &cameras {
+                if !cfg.cameras.iter().any(|c| &c.id == id) {
+                    eprintln!("note: this node has no camera {id:?} (yet)");
+                }
+            }
+            let (password, generated) = read_password(password_stdin)?;
+            let hash = vigil::auth::hash_password(&password).map_err(|e| e.to_string())?;
+            catalog
+                .add_user(&User {
+                    name: name.clone(),
+                    role,
+                    hash,
+                    factories,
+                    cameras,
+                    created_ms: now,
+                    changed_ms: now,
+                })
+                .map_err(|e| e.to_string())?;
+            let _ = catalog.audit("user_added", Some(&name), None, Some(role.as_str()));
+            if generated {
+                println!(
+                    "added {} user {name}; password (shown once): {password}",
+                    role.as_str()
+                );
+            } else {
+                println!("added {} user {name}", role.as_str());
+            }
+        }
+        UserAction::List => {
+            let users = catalog.users().map_err(|e| e.to_string())?;
+            if users.is_empty() {
+                println!("no users (add one: vigil user add NAME --role admin)");
+            }
+            for u in users {
+                let scope = match u.role {
+                    Role::Client => format!(
+                        "factories [{}] cameras [{}]",
+                        u.factories.join(", "),
+                        u.cameras.join(", ")
+                    ),
+                    _ => "all cameras".into(),
+                };
+                println!("{:<24} {:<7} {scope}", u.name, u.role.as_str());
+            }
+        }
+        UserAction::Passwd {
+            name,
+            password_stdin,
+        } => {
+            let (password, generated) = read_password(password_stdin)?;
+            let hash = vigil::auth::hash_password(&password).map_err(|e| e.to_string())?;
+            if !catalog
+                .set_password(&name, &hash)
+                .map_err(|e| e.to_string())?
+            {
+                return Err(format!("no user {name:?}"));
+            }
+            let _ = catalog.audit("password_changed", Some(&name), None, None);
+            if generated {
+                println!("new password for {name} (shown once): {password}; its sessions ended");
+            } else {
+                println!("password of {name} changed; its sessions ended");
+            }
+        }
+        UserAction::Remove { name } => {
+            if !catalog.remove_user(&name).map_err(|e| e.to_string())? {
+                return Err(format!("no user {name:?}"));
+            }
+            let _ = catalog.audit("user_removed", Some(&name), None, None);
+            println!("removed user {name} with its sessions and tokens");
+        }
+    }
+    Ok(())
+}
+
+fn token_command(config: Option<PathBuf>, action: TokenAction) -> Result<(), String> {
+    let (_, catalog) = admin_catalog(config)?;
+    match action {
+        TokenAction::Add { user, label } => {
+            let token = vigil::auth::generate_token();
+            let id = catalog
+                .add_token(&vigil::auth::sha256_hex(token.as_bytes()), &user, &label)
+                .map_err(|e| e.to_string())?;
+            let _ = catalog.audit(
+                "token_added",
+                Some(&user),
+                None,
+                Some(&format!("id {id} {label}")),
+            );
+            println!("token {id} for {user} (shown once): {token}");
+        }
+        TokenAction::List => {
+            for t in catalog.tokens().map_err(|e| e.to_string())? {
+                let at = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(t.created_ms)
+                    .unwrap_or_default()
+                    .format("%Y-%m-%d %H:%M");
+                println!("{:<5} {:<24} {:<16} {}", t.id, t.user, at, t.label);
+            }
+        }
+        TokenAction::Revoke { id } => {
+            if !catalog.revoke_token(id).map_err(|e| e.to_string())? {
+                return Err(format!("no token {id}"));
+            }
+            let _ = catalog.audit("token_revoked", None, None, Some(&format!("id {id}")));
+            println!("revoked token {id}");
+        }
+    }
+    Ok(())
 }
 
 fn init_logging(format: LogFormat) {
@@ -111,6 +331,20 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::User { config, action } => match user_command(config, action) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Token { config, action } => match token_command(config, action) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::Tree { config } => {
             let c = match config {
                 Some(path) => match Config::load(&path) {
@@ -127,7 +361,9 @@ fn main() -> ExitCode {
                 .expect("the default config is valid"),
             };
             let catalog = std::sync::Arc::new(Catalog::in_memory().expect("in-memory catalog"));
-            match vigil::tree::root(&c, catalog) {
+            let auth = vigil::auth::Auth::ephemeral(catalog.clone(), c.auth.clone())
+                .expect("in-memory auth");
+            match vigil::tree::root(&c, catalog, std::sync::Arc::new(auth)) {
                 Ok(spec) => print!("{}", spec.render_tree()),
                 Err(e) => {
                     eprintln!("error: {e}");
@@ -200,7 +436,15 @@ async fn run(config: Config) -> ExitReason {
         }
     };
     tracing::info!(catalog = %catalog_path.display(), segments = catalog.count(None).unwrap_or(0), "catalog open");
-    let spec = match vigil::tree::root(&config, catalog) {
+    let auth = match vigil::auth::Auth::open(catalog.clone(), config.auth.clone(), &config.data_dir)
+    {
+        Ok(a) => std::sync::Arc::new(a),
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitReason::Failed(e.to_string());
+        }
+    };
+    let spec = match vigil::tree::root(&config, catalog, auth) {
         Ok(s) => s,
         Err(e) => {
             tracing::error!("{e}");

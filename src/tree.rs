@@ -151,8 +151,12 @@ fn pipeline_children(
     Ok(children)
 }
 
-/// The root supervisor for `config`, recording into `catalog`.
-pub fn root(config: &Config, catalog: Arc<Catalog>) -> crate::Result<SupervisorSpec> {
+/// The root supervisor for `config`, recording into `catalog`, with `auth` guarding its HTTP server.
+pub fn root(
+    config: &Config,
+    catalog: Arc<Catalog>,
+    auth: Arc<crate::auth::Auth>,
+) -> crate::Result<SupervisorSpec> {
     let wake = Arc::new(Wake::default());
     let board = Arc::new(capture::Board::default());
     let mut services = tuned(SupervisorSpec::new("services"), config);
@@ -161,7 +165,12 @@ pub fn root(config: &Config, catalog: Arc<Catalog>) -> crate::Result<SupervisorS
     }
     let services = services
         .child(retention::child_spec(config, catalog.clone()))
-        .child(web::child_spec(config, catalog.clone(), board.clone()));
+        .child(web::child_spec(
+            config,
+            catalog.clone(),
+            board.clone(),
+            auth,
+        ));
     let mut cameras = tuned(SupervisorSpec::new("cameras"), config)
         // A camera escalates only after a tight restart loop; many cameras doing so means something systemic.
         .intensity(100, Duration::from_secs(60))
@@ -180,6 +189,15 @@ pub fn root(config: &Config, catalog: Arc<Catalog>) -> crate::Result<SupervisorS
 mod tests {
     use super::*;
 
+    fn memory_catalog(_: &Config) -> Arc<Catalog> {
+        Arc::new(Catalog::in_memory().unwrap())
+    }
+
+    fn test_auth(c: &Config) -> Arc<crate::auth::Auth> {
+        let catalog = Arc::new(Catalog::in_memory().unwrap());
+        Arc::new(crate::auth::Auth::ephemeral(catalog, c.auth.clone()).unwrap())
+    }
+
     #[test]
     fn the_tree_has_services_with_web_and_a_dynamic_cameras_supervisor() {
         let config = Config::parse(
@@ -187,7 +205,7 @@ mod tests {
             std::path::Path::new("t.toml"),
         )
         .unwrap();
-        let text = root(&config, Arc::new(Catalog::in_memory().unwrap()))
+        let text = root(&config, memory_catalog(&config), test_auth(&config))
             .unwrap()
             .render_tree();
         let lines: Vec<&str> = text.lines().collect();
@@ -216,9 +234,13 @@ mod tests {
             std::path::Path::new("t.toml"),
         )
         .unwrap();
-        let pipeline = root(&with_ipfs, Arc::new(Catalog::in_memory().unwrap()))
-            .unwrap()
-            .render_tree();
+        let pipeline = root(
+            &with_ipfs,
+            memory_catalog(&with_ipfs),
+            test_auth(&with_ipfs),
+        )
+        .unwrap()
+        .render_tree();
         let services: Vec<&str> = pipeline.lines().skip(2).take(6).collect();
         assert!(services[0].starts_with("│   ├── ipfs_link  [worker, permanent]: health of the IPFS API at http://127.0.0.1:5001"), "{pipeline}");
         assert!(
@@ -233,9 +255,13 @@ mod tests {
         assert!(services[3].starts_with("│   ├── publisher  [worker, permanent]: announce on pubsub topic \"vigil-segments\""), "{pipeline}");
         assert!(services[4].starts_with("│   ├── retention"), "{pipeline}");
         assert!(services[5].starts_with("│   └── web"), "{pipeline}");
-        let text = root(&with_cams, Arc::new(Catalog::in_memory().unwrap()))
-            .unwrap()
-            .render_tree();
+        let text = root(
+            &with_cams,
+            memory_catalog(&with_cams),
+            test_auth(&with_cams),
+        )
+        .unwrap()
+        .render_tree();
         assert!(
             text.contains(
                 "    ├── c1  [supervisor, rest_for_one, at most 60 restarts in 60 s, permanent]"

@@ -22,6 +22,9 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use crate::error::{Error, Result};
 
+mod users;
+pub use users::{ApiToken, AuditEntry, Role, StoredSession, User};
+
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[
     // 1: segments, with the pipeline-stage columns later stages fill.
@@ -146,6 +149,41 @@ const MIGRATIONS: &[&str] = &[
     UPDATE cameras SET last_session_id = (
         SELECT id FROM sessions WHERE sessions.camera = cameras.camera AND sessions.session = cameras.last_session);
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+    // 5: who may watch what. Users (argon2id hashes, role, scope), login sessions and API tokens (only
+    // their SHA-256 is stored), and the audit log of logins and user changes. `meta.auth_version` is bumped
+    // on every change so a running server reloads (`vigil user …` runs as another process).
+    "CREATE TABLE users (
+        name       TEXT    PRIMARY KEY,
+        role       TEXT    NOT NULL CHECK (role IN ('admin', 'dev', 'client')),
+        hash       TEXT    NOT NULL,
+        factories  TEXT    NOT NULL DEFAULT '',
+        cameras    TEXT    NOT NULL DEFAULT '',
+        created_ms INTEGER NOT NULL,
+        changed_ms INTEGER NOT NULL
+    );
+    CREATE TABLE web_sessions (
+        hash         TEXT    PRIMARY KEY,
+        user         TEXT    NOT NULL,
+        csrf         TEXT    NOT NULL,
+        created_ms   INTEGER NOT NULL,
+        last_seen_ms INTEGER NOT NULL
+    );
+    CREATE TABLE api_tokens (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        hash         TEXT    NOT NULL UNIQUE,
+        user         TEXT    NOT NULL,
+        label        TEXT    NOT NULL,
+        created_ms   INTEGER NOT NULL
+    );
+    CREATE TABLE audit (
+        id     INTEGER PRIMARY KEY AUTOINCREMENT,
+        at_ms  INTEGER NOT NULL,
+        event  TEXT    NOT NULL,
+        user   TEXT,
+        addr   TEXT,
+        detail TEXT
+    );
+    INSERT INTO meta (key, value) VALUES ('auth_version', '0');",
 ];
 
 /// Wakes each distribution stage when work for it may have arrived: whoever catalogues a segment wakes the

@@ -1,10 +1,14 @@
 //! The HTTP server, as a supervised worker: health, the camera list, live / day / VOD playlists built from the
 //! catalog, segments, and the player page.
 //!
-//! Every camera route sits under `/cameras/{camera}/…` so one guard can authorise a camera for all of them.
-//! Segments are addressed by catalog id: the file path comes from the catalog row, never from the URL.
+//! Every request goes through the guard (`guard.rs`): a login is needed everywhere but the public paths, and
+//! every camera route sits under the `/cameras/{camera}` scope, whose own guard lets a user reach only the
+//! cameras of its scope. Segments are addressed by catalog id: the file path comes from the catalog row, never
+//! from the URL.
 
+pub mod guard;
 mod page;
+mod session;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -17,6 +21,7 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use supervisors::{ChildContext, ChildHandle, ChildSpec, ExitReason, Shutdown};
 
+use crate::auth::{Auth, Principal};
 use crate::capture::Board;
 use crate::catalog::Catalog;
 use crate::config::Config;
@@ -37,6 +42,7 @@ struct CameraInfo {
 
 struct State {
     node_id: String,
+    auth: Arc<Auth>,
     started: Instant,
     catalog: Arc<Catalog>,
     cameras: BTreeMap<String, CameraInfo>,
@@ -63,6 +69,10 @@ fn not_found(what: impl Into<String>) -> HttpResponse {
     error(actix_web::http::StatusCode::NOT_FOUND, what)
 }
 
+fn forbidden(what: impl Into<String>) -> HttpResponse {
+    error(actix_web::http::StatusCode::FORBIDDEN, what)
+}
+
 fn bad_request(what: impl Into<String>) -> HttpResponse {
     error(actix_web::http::StatusCode::BAD_REQUEST, what)
 }
@@ -87,7 +97,10 @@ async fn healthz(state: web::Data<State>) -> HttpResponse {
 
 /// How many segments wait at each distribution stage (and how many were set aside).
 #[get("/api/pipeline")]
-async fn pipeline(state: web::Data<State>) -> HttpResponse {
+async fn pipeline(state: web::Data<State>, who: Principal) -> HttpResponse {
+    if !who.is_staff() {
+        return forbidden("the pipeline is for admins and devs");
+    }
     let catalog = state.catalog.clone();
     match blocking(move || catalog.backlog()).await {
         Ok(b) => HttpResponse::Ok()
@@ -103,10 +116,11 @@ async fn pipeline(state: web::Data<State>) -> HttpResponse {
 /// The cameras with their state: recording, reconnecting, auth_failed, not_found, stalled, disk_full,
 /// starting or stopped, since when, and the last problem in plain words.
 #[get("/api/cameras")]
-async fn cameras(state: web::Data<State>) -> HttpResponse {
+async fn cameras(state: web::Data<State>, who: Principal) -> HttpResponse {
     let list: Vec<serde_json::Value> = state
         .cameras
         .values()
+        .filter(|c| who.may_see(&c.id, &c.factory_id))
         .map(|c| {
             let status = state.board.get(&c.id);
             serde_json::json!({
@@ -150,14 +164,17 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-fn camera<'a>(state: &'a State, id: &str) -> Result<&'a CameraInfo, HttpResponse> {
-    state
-        .cameras
-        .get(id)
-        .ok_or_else(|| not_found(format!("no camera {id:?} on this node")))
+/// The answer for a camera that does not exist on this node, and for one outside the user's scope: the same.
+fn unknown_camera(id: &str) -> HttpResponse {
+    not_found(format!("no camera {id:?} on this node"))
 }
 
-#[route("/cameras/{camera}/live.m3u8", method = "GET", method = "HEAD")]
+/// The camera of a route in the `/cameras/{camera}` scope (whose guard already checked the user's scope).
+fn camera<'a>(state: &'a State, id: &str) -> Result<&'a CameraInfo, HttpResponse> {
+    state.cameras.get(id).ok_or_else(|| unknown_camera(id))
+}
+
+#[route("/live.m3u8", method = "GET", method = "HEAD")]
 async fn live(state: web::Data<State>, path: web::Path<String>) -> HttpResponse {
     let cam = match camera(&state, &path) {
         Ok(c) => c.clone(),
@@ -190,7 +207,19 @@ fn day_bounds(tz: &jiff::tz::TimeZone, date: jiff::civil::Date) -> Result<(i64, 
     ))
 }
 
-#[route("/cameras/{camera}/day.m3u8", method = "GET", method = "HEAD")]
+/// `date=YYYY-MM-DD` (exactly), or today in the configured zone.
+fn parse_date(state: &State, date: Option<&str>) -> Result<jiff::civil::Date, HttpResponse> {
+    match date {
+        None => Ok(jiff::Timestamp::now().to_zoned(state.tz.clone()).date()),
+        // Only exactly YYYY-MM-DD (jiff would also take other forms).
+        Some(text) => match text.parse::<jiff::civil::Date>() {
+            Ok(d) if d.to_string() == text => Ok(d),
+            _ => Err(bad_request(format!("date {text:?} is not YYYY-MM-DD"))),
+        },
+    }
+}
+
+#[route("/day.m3u8", method = "GET", method = "HEAD")]
 async fn day(
     state: web::Data<State>,
     path: web::Path<String>,
@@ -201,13 +230,9 @@ async fn day(
         Err(r) => return r,
     };
     let today = jiff::Timestamp::now().to_zoned(state.tz.clone()).date();
-    let date = match &q.date {
-        None => today,
-        // Only exactly YYYY-MM-DD (jiff would also take other forms).
-        Some(text) => match text.parse::<jiff::civil::Date>() {
-            Ok(d) if d.to_string() == *text => d,
-            _ => return bad_request(format!("date {text:?} is not YYYY-MM-DD")),
-        },
+    let date = match parse_date(&state, q.date.as_deref()) {
+        Ok(d) => d,
+        Err(r) => return r,
     };
     let (from, to) = match day_bounds(&state.tz, date) {
         Ok(b) => b,
@@ -246,7 +271,21 @@ fn parse_time(name: &str, v: &Option<String>) -> Result<i64, HttpResponse> {
         .map_err(|e| bad_request(format!("{name}={v:?} is not an RFC 3339 time ({e})")))
 }
 
-#[route("/cameras/{camera}/vod.m3u8", method = "GET", method = "HEAD")]
+/// `from` and `to` as RFC 3339, `from` < `to`, at most a day apart.
+fn check_range(q: &RangeQuery) -> Result<(i64, i64), HttpResponse> {
+    let (from, to) = (parse_time("from", &q.from)?, parse_time("to", &q.to)?);
+    if to <= from {
+        return Err(bad_request("to must be after from"));
+    }
+    if to - from > MAX_VOD_HOURS * 3_600_000 {
+        return Err(bad_request(format!(
+            "range longer than {MAX_VOD_HOURS} h; use day playlists"
+        )));
+    }
+    Ok((from, to))
+}
+
+#[route("/vod.m3u8", method = "GET", method = "HEAD")]
 async fn vod(
     state: web::Data<State>,
     path: web::Path<String>,
@@ -256,18 +295,10 @@ async fn vod(
         Ok(c) => c.clone(),
         Err(r) => return r,
     };
-    let (from, to) = match (parse_time("from", &q.from), parse_time("to", &q.to)) {
-        (Ok(f), Ok(t)) => (f, t),
-        (Err(r), _) | (_, Err(r)) => return r,
+    let (from, to) = match check_range(&q) {
+        Ok(r) => r,
+        Err(r) => return r,
     };
-    if to <= from {
-        return bad_request("to must be after from");
-    }
-    if to - from > MAX_VOD_HOURS * 3_600_000 {
-        return bad_request(format!(
-            "range longer than {MAX_VOD_HOURS} h; use day playlists"
-        ));
-    }
     let catalog = state.catalog.clone();
     // Include the segment that was already running at `from`.
     match blocking(move || playlists::vod(&catalog, &cam.id, from, to, true, cam.target_duration))
@@ -278,7 +309,129 @@ async fn vod(
     }
 }
 
-#[route("/cameras/{camera}/segments/{file}", method = "GET", method = "HEAD")]
+/// The recorded stretches of a day (gaps split them) and the session joins, for the viewer's timeline.
+#[get("/spans")]
+async fn spans(
+    state: web::Data<State>,
+    path: web::Path<String>,
+    q: web::Query<DayQuery>,
+) -> HttpResponse {
+    /// Segments closer than this are one stretch (a segment's end is its last frame's arrival).
+    const GAP_MS: i64 = 1_500;
+    let cam = match camera(&state, &path) {
+        Ok(c) => c.clone(),
+        Err(r) => return r,
+    };
+    let date = match parse_date(&state, q.date.as_deref()) {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    let (from, to) = match day_bounds(&state.tz, date) {
+        Ok(b) => b,
+        Err(m) => return bad_request(m),
+    };
+    let catalog = state.catalog.clone();
+    let rows = match blocking(move || catalog.range(&cam.id, from - 120_000, to)).await {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let mut spans: Vec<(i64, i64)> = Vec::new();
+    let mut joins = Vec::new();
+    let mut prev_session: Option<&str> = None;
+    for s in rows.iter().filter(|s| s.start_ms + s.duration_ms > from) {
+        let (a, b) = (s.start_ms.max(from), (s.start_ms + s.duration_ms).min(to));
+        if prev_session.is_some_and(|p| p != s.session) {
+            joins.push(a);
+        }
+        prev_session = Some(&s.session);
+        match spans.last_mut() {
+            Some(last) if a <= last.1 + GAP_MS => last.1 = last.1.max(b),
+            _ => spans.push((a, b)),
+        }
+    }
+    HttpResponse::Ok()
+        .insert_header((CACHE_CONTROL, "no-cache"))
+        .json(serde_json::json!({
+            "date": date.to_string(),
+            "from_ms": from,
+            "to_ms": to,
+            "spans": spans.iter().map(|(a, b)| serde_json::json!({"start_ms": a, "end_ms": b})).collect::<Vec<_>>(),
+            "joins": joins,
+        }))
+}
+
+/// A time range as one MPEG-TS file (the segments back to back; players handle the joins' timestamp jumps).
+#[get("/download")]
+async fn download(
+    state: web::Data<State>,
+    path: web::Path<String>,
+    q: web::Query<RangeQuery>,
+) -> HttpResponse {
+    use futures_util::StreamExt as _;
+    let cam = match camera(&state, &path) {
+        Ok(c) => c.clone(),
+        Err(r) => return r,
+    };
+    let (from, to) = match check_range(&q) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let (catalog, data_dir) = (state.catalog.clone(), state.data_dir.clone());
+    let id = cam.id.clone();
+    let files = blocking(move || {
+        let mut rows = catalog.range(&id, from - 120_000, to)?;
+        rows.retain(|s| s.start_ms + s.duration_ms > from);
+        // Sizes from the files themselves (Content-Length must be exact); a file gone is skipped.
+        Ok(rows
+            .into_iter()
+            .filter_map(|s| {
+                let p = data_dir.join(&s.path);
+                std::fs::metadata(&p).ok().map(|m| (p, m.len()))
+            })
+            .collect::<Vec<_>>())
+    })
+    .await;
+    let files = match files {
+        Ok(f) if f.is_empty() => {
+            return not_found(format!(
+                "no footage of camera {:?} between {} and {}",
+                cam.id,
+                rfc3339(from),
+                rfc3339(to)
+            ));
+        }
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let total: u64 = files.iter().map(|(_, n)| n).sum();
+    let name = format!(
+        "{}_{}_{}.ts",
+        cam.id,
+        rfc3339(from).replace(':', "-"),
+        rfc3339(to).replace(':', "-")
+    );
+    let body = futures_util::stream::iter(files)
+        .then(|(p, n)| async move {
+            use tokio::io::AsyncReadExt as _;
+            match tokio::fs::File::open(&p).await {
+                // Exactly the size announced, even if the file grew or shrank since.
+                Ok(f) => tokio_util::io::ReaderStream::new(f.take(n)).left_stream(),
+                Err(e) => futures_util::stream::once(async move { Err(e) }).right_stream(),
+            }
+        })
+        .flatten();
+    HttpResponse::Ok()
+        .insert_header((CONTENT_TYPE, "video/mp2t"))
+        .insert_header((
+            actix_web::http::header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{name}\""),
+        ))
+        .insert_header((actix_web::http::header::CONTENT_ENCODING, "identity"))
+        .no_chunking(total)
+        .streaming(body)
+}
+
+#[route("/segments/{file}", method = "GET", method = "HEAD")]
 async fn segment(
     state: web::Data<State>,
     path: web::Path<(String, String)>,
@@ -332,18 +485,32 @@ fn start(
     listen: std::net::SocketAddr,
     assets: Option<PathBuf>,
 ) -> Result<ChildHandle, Error> {
+    let auth = state.auth.clone();
     let server = HttpServer::new(move || {
         let mut app = App::new()
+            .wrap(actix_web::middleware::from_fn(guard::authenticate))
             .wrap(actix_web::middleware::Compress::default())
             .app_data(state.clone())
+            .app_data(web::JsonConfig::default().limit(16 * 1024))
             .service(healthz)
+            .service(session::login)
+            .service(session::logout)
+            .service(session::me)
+            .service(session::audit)
             .service(cameras)
             .service(pipeline)
-            .service(live)
-            .service(day)
-            .service(vod)
-            .service(segment)
-            .service(page::index);
+            .service(
+                web::scope("/cameras/{camera}")
+                    .wrap(actix_web::middleware::from_fn(guard::camera_scope))
+                    .service(live)
+                    .service(day)
+                    .service(vod)
+                    .service(spans)
+                    .service(download)
+                    .service(segment),
+            )
+            .service(page::index)
+            .service(page::login_page);
         if let Some(dir) = &assets {
             app = app.service(actix_files::Files::new("/assets", dir));
         }
@@ -363,11 +530,33 @@ fn start(
     let server = server.run();
     let handle = server.handle();
     let path = cx.path.clone();
+    let reload_path = cx.path.clone();
+    // Users, tokens and sessions changed by `vigil user …` (another process) take effect within a second.
+    let reload = async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let a = auth.clone();
+            match tokio::task::spawn_blocking(move || a.reload()).await {
+                Ok(Ok(true)) => {
+                    tracing::info!(actor = %reload_path, "users or tokens changed: reloaded")
+                }
+                Ok(Ok(false)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(actor = %reload_path, "cannot reload users (trying again in 1 s): {e}")
+                }
+                Err(e) => tracing::warn!(actor = %reload_path, "user reload task failed: {e}"),
+            }
+        }
+    };
     Ok(ChildHandle::task(
         async move {
-            match server.await {
-                Ok(()) => ExitReason::Normal,
-                Err(e) => ExitReason::Failed(format!("HTTP server failed: {e}")),
+            tokio::select! {
+                r = server => match r {
+                    Ok(()) => ExitReason::Normal,
+                    Err(e) => ExitReason::Failed(format!("HTTP server failed: {e}")),
+                },
+                _ = reload => ExitReason::Normal,
             }
         },
         move || {
@@ -378,11 +567,17 @@ fn start(
 }
 
 /// The `web` child of the `services` supervisor.
-pub fn child_spec(config: &Config, catalog: Arc<Catalog>, board: Arc<Board>) -> ChildSpec {
+pub fn child_spec(
+    config: &Config,
+    catalog: Arc<Catalog>,
+    board: Arc<Board>,
+    auth: Arc<Auth>,
+) -> ChildSpec {
     let listen = config.listen_addr();
     let assets = config.http.assets_dir.clone();
     let state = web::Data::new(State {
         node_id: config.node_id.clone(),
+        auth,
         started: Instant::now(),
         catalog,
         cameras: config

@@ -207,10 +207,19 @@ pub fn which(program: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// A config for a test node: `cameras` are (id, url).
+/// A config for a test node: `cameras` are (id, url). Logins are off (`[auth] enabled = false`): these tests
+/// are about recording and serving; tests/auth.rs and tests/browser.rs test the guard with them on
+/// (`config_with_auth`).
 pub fn config(data_dir: &Path, cameras: &[(&str, String)], extra_top: &str) -> String {
+    config_with_auth(data_dir, cameras, extra_top).replace(AUTH_ON, "[auth]\nenabled = false\n")
+}
+
+const AUTH_ON: &str = "[auth]\nenabled = true\n";
+
+/// [`config`] with logins required.
+pub fn config_with_auth(data_dir: &Path, cameras: &[(&str, String)], extra_top: &str) -> String {
     let mut s = format!(
-        "node_id = \"test\"\ndata_dir = \"{}\"\n{extra_top}\n[http]\nlisten = \"127.0.0.1:0\"\n",
+        "node_id = \"test\"\ndata_dir = \"{}\"\n{extra_top}\n[http]\nlisten = \"127.0.0.1:0\"\n{AUTH_ON}",
         data_dir.display()
     );
     for (id, url) in cameras {
@@ -390,13 +399,29 @@ impl Response {
 }
 
 pub fn http_get(addr: &str, path: &str) -> Response {
+    http(addr, "GET", path, &[], b"")
+}
+
+/// One HTTP/1.1 request over a fresh connection, the path sent exactly as given (odd-input tests).
+pub fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
     let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        head += &format!("{k}: {v}\r\n");
+    }
+    if !body.is_empty() || method == "POST" {
+        head += &format!("Content-Length: {}\r\n", body.len());
+    }
+    head += "\r\n";
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).unwrap();
     let split = raw
