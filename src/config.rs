@@ -420,6 +420,11 @@ pub struct HttpConfig {
     /// box's own zone (TZ, else /etc/localtime).
     #[serde(default)]
     pub timezone: Option<String>,
+    /// Behind nginx: answer an authorised segment request from a trusted proxy with only an
+    /// `X-Accel-Redirect: <this prefix><path under data_dir>` header, and let nginx send the bytes from an
+    /// `internal` location that aliases the data folder (see deploy/nginx/). Must start and end with `/`.
+    #[serde(default)]
+    pub accel_redirect: Option<String>,
 }
 
 impl Default for HttpConfig {
@@ -428,6 +433,7 @@ impl Default for HttpConfig {
             listen: default_listen(),
             assets_dir: None,
             timezone: None,
+            accel_redirect: None,
         }
     }
 }
@@ -837,6 +843,14 @@ impl Config {
                 format!(
                     "{tz:?} is not a time zone this box knows ({e}); e.g. \"Europe/Berlin\" or \"UTC\""
                 ),
+            );
+        }
+        if let Some(prefix) = &self.http.accel_redirect
+            && (!prefix.starts_with('/') || !prefix.ends_with('/') || prefix.contains(".."))
+        {
+            bad(
+                "http.accel_redirect".into(),
+                format!("{prefix:?}: a location like \"/_vigil_data/\" (starts and ends with /)"),
             );
         }
         let a = &self.auth;

@@ -76,7 +76,9 @@ enum Command {
 enum UserAction {
     /// Add a user. Without --password-stdin a password is generated and printed once.
     Add {
+        /// The login name: 1 to 64 of letters, digits, '-', '_', '.', '@'.
         name: String,
+        /// admin: every camera, the audit log; dev: every camera, operator APIs; client: its scope only.
         #[arg(long, value_parser = ["admin", "dev", "client"])]
         role: String,
         /// A factory whose cameras a client sees (repeat for more).
@@ -93,18 +95,23 @@ enum UserAction {
     List,
     /// Set a new password (generated and printed unless --password-stdin); the user's sessions end.
     Passwd {
+        /// The user whose password changes.
         name: String,
         #[arg(long)]
         password_stdin: bool,
     },
     /// Remove a user, its sessions and its tokens.
-    Remove { name: String },
+    Remove {
+        /// The user to remove.
+        name: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
 enum TokenAction {
     /// Create a token for USER; it is printed once (only its SHA-256 is stored).
     Add {
+        /// The user the token acts as.
         user: String,
         /// What the token is for (shown by `token list`).
         #[arg(long, default_value = "")]
@@ -113,7 +120,10 @@ enum TokenAction {
     /// List tokens: id, user, label, created.
     List,
     /// Revoke a token by the id `token list` shows.
-    Revoke { id: i64 },
+    Revoke {
+        /// The token's id (first column of `token list`).
+        id: i64,
+    },
 }
 
 /// The catalog of the node configured in `config` (for `user` and `token`).

@@ -46,16 +46,49 @@ secs_since() { awk -v a="$1" -v b="$(now_ms)" 'BEGIN { printf "%.1f", (b - a) / 
 
 # http_get URL: print the body of a 2xx answer; fail otherwise. curl when present, else Debian's python3
 # (installed with the camera simulator), so a fresh machine without curl works too.
+# Sends the demo's API token (DEMO_TOKEN, see ensure_users) when it has one: every route but /healthz needs a login.
+DEMO_TOKEN=""
 http_get() {
     if command -v curl >/dev/null 2>&1; then
-        curl -fsS --max-time 3 "$1" 2>/dev/null
+        curl -fsS --max-time 3 ${DEMO_TOKEN:+-H "Authorization: Bearer $DEMO_TOKEN"} "$1" 2>/dev/null
     else
-        /usr/bin/python3 - "$1" 2>/dev/null <<'PY'
-import sys, urllib.request
-with urllib.request.urlopen(sys.argv[1], timeout=3) as r:
+        DEMO_TOKEN=$DEMO_TOKEN /usr/bin/python3 - "$1" 2>/dev/null <<'PY'
+import os, sys, urllib.request
+req = urllib.request.Request(sys.argv[1])
+if os.environ.get("DEMO_TOKEN"):
+    req.add_header("Authorization", "Bearer " + os.environ["DEMO_TOKEN"])
+with urllib.request.urlopen(req, timeout=3) as r:
     sys.stdout.write(r.read().decode("utf-8", "replace"))
 PY
     fi
+}
+
+CREDS=$DEMO_DIR/credentials
+
+# ensure_users: a first admin ("admin", every camera) and a client ("client", only cam1), with passwords
+# generated once and kept in demo/credentials (mode 0600) with an API token the script itself uses. Reused
+# while the catalog still has both users; made anew otherwise (e.g. after the data folder was removed).
+ensure_users() {
+    local users pw_admin pw_client token
+    users=$("$BIN" user list --config "$CONFIG")
+    if [[ -f $CREDS ]] && grep -q '^admin ' <<<"$users" && grep -q '^client ' <<<"$users"; then
+        DEMO_TOKEN=$(sed -n 's/^token=//p' "$CREDS")
+        [[ -n $DEMO_TOKEN ]] && return 0
+    fi
+    "$BIN" user remove admin --config "$CONFIG" >/dev/null 2>&1 || true
+    "$BIN" user remove client --config "$CONFIG" >/dev/null 2>&1 || true
+    pw_admin=$(head -c 15 /dev/urandom | base64 | tr '+/' '-_')
+    pw_client=$(head -c 15 /dev/urandom | base64 | tr '+/' '-_')
+    printf '%s\n' "$pw_admin" | "$BIN" user add admin --role admin --password-stdin --config "$CONFIG" >&2
+    printf '%s\n' "$pw_client" | "$BIN" user add client --role client --camera cam1 --password-stdin --config "$CONFIG" >&2
+    token=$("$BIN" token add admin --label demo.sh --config "$CONFIG" | awk '{print $NF}')
+    (
+        umask 077
+        printf 'admin=%s\nclient=%s\ntoken=%s\n' "$pw_admin" "$pw_client" "$token" >"$CREDS.tmp"
+    )
+    mv -f "$CREDS.tmp" "$CREDS"
+    DEMO_TOKEN=$token
+    tb_log "    created users admin (all cameras) and client (cam1 only); passwords in $CREDS"
 }
 
 # toml_str S: S as a TOML basic string.
@@ -210,6 +243,7 @@ start() {
     tb_log "5/7 demo config $CONFIG"
     write_config "$assets"
     "$BIN" check-config "$CONFIG" >&2
+    ensure_users
 
     tb_log "6/7 (re)start vigil"
     stop_vigil
@@ -251,8 +285,10 @@ start() {
     while read -r id; do urls+=("$id"); done < <(camera_ids)
     {
         printf '\nvigil demo is running (ready in %s s; vigil pid %s, %s build)\n\n' "$(secs_since "$t_start")" "$pid" "$PROFILE"
-        printf '  Player page:        %s/      (camera buttons; "live" or "today (seek back)")\n' "$BASE"
-        printf '                      %s/?camera=%s\n' "$BASE" "$cam1"
+        printf '  Viewer:             %s/      (log in; live with day scrub, replay, download)\n' "$BASE"
+        printf '  Log in as:          admin / %s   (every camera)\n' "$(sed -n 's/^admin=//p' "$CREDS")"
+        printf '                      client / %s   (cam1 only)\n' "$(sed -n 's/^client=//p' "$CREDS")"
+        printf '  API token:          Authorization: Bearer %s   (admin; in %s)\n' "$DEMO_TOKEN" "$CREDS"
         printf '  Live playlists:     %s/cameras/%s/live.m3u8\n' "$BASE" "${urls[0]}"
         for id in "${urls[@]:1}"; do printf '                      %s/cameras/%s/live.m3u8\n' "$BASE" "$id"; done
         printf '  Today so far:       %s/cameras/%s/day.m3u8   (same for the other cameras)\n' "$BASE" "$cam1"
@@ -262,7 +298,7 @@ start() {
         printf '  Config:             %s\n' "$CONFIG"
         printf '  Cameras:            rtsp://127.0.0.1:%s/cam1 .. cam%s   (log %s)\n' "$VIGIL_CAMERA_PORT" "$VIGIL_CAMERAS" "$(logfile_of camera)"
         printf '\n'
-        printf '  Headless check:     testbed/install-browser.sh && node testbed/browser-check.mjs \047%s/?camera=%s\047 /tmp/vigil-demo.png\n' "$BASE" "$cam1"
+        printf '  Headless check:     testbed/install-browser.sh && node testbed/ui-check.mjs %s client \047<client password>\047 cam1 /tmp/vigil-demo.png\n' "$BASE"
         printf '  Status:             testbed/demo.sh status\n'
         printf '  Stop:               testbed/demo.sh stop   (stops vigil by its PID, then testbed/down.sh)\n'
     }
@@ -271,6 +307,7 @@ start() {
 status() {
     local pid id health
     printf 'vigil demo (state: %s)\n' "$DEMO_DIR"
+    [[ -f $CREDS ]] && DEMO_TOKEN=$(sed -n 's/^token=//p' "$CREDS")
     if pid=$(vigil_pid); then
         health=$(http_get "$BASE/healthz" || echo "NOT ANSWERING")
         printf '  vigil    pid %-7s %s/  healthz: %s\n' "$pid" "$BASE" "$health"

@@ -49,6 +49,8 @@ struct State {
     board: Arc<Board>,
     data_dir: PathBuf,
     live_window: usize,
+    /// `[http] accel_redirect`: nginx sends segment bytes.
+    accel_redirect: Option<String>,
     /// The zone whose days the day playlists cover.
     tz: jiff::tz::TimeZone,
 }
@@ -451,6 +453,18 @@ async fn segment(
         Ok(None) => return not_found(format!("camera {cam_id:?} has no segment {id}")),
         Err(r) => return r,
     };
+    if let Some(prefix) = &state.accel_redirect
+        && req
+            .peer_addr()
+            .is_some_and(|p| state.auth.config.trusted_proxies.contains(&p.ip()))
+    {
+        // nginx sends the file from its internal location; vigil only authorised and resolved it.
+        return HttpResponse::Ok()
+            .insert_header((CONTENT_TYPE, "video/mp2t"))
+            .insert_header((CACHE_CONTROL, "max-age=86400, immutable"))
+            .insert_header(("X-Accel-Redirect", format!("{prefix}{}", row.path)))
+            .finish();
+    }
     let full = state.data_dir.join(&row.path);
     match actix_files::NamedFile::open_async(&full).await {
         Ok(f) => {
@@ -597,6 +611,7 @@ pub fn child_spec(
         board,
         data_dir: config.data_dir.clone(),
         live_window: config.capture.live_window,
+        accel_redirect: config.http.accel_redirect.clone(),
         tz: config.time_zone(),
     });
     ChildSpec::worker("web", move |cx| {
