@@ -121,7 +121,23 @@ fn records_segments_whose_catalogue_matches_the_files_and_serves_them() {
         .iter()
         .find(|r| r.id == id)
         .expect("served segment is catalogued");
-    assert_eq!(seg.body, std::fs::read(data.join(&row.path)).unwrap());
+    let file = std::fs::read(data.join(&row.path)).unwrap();
+    assert_eq!(seg.body, file);
+    // Again (from the server's memory now), revalidated (304), and a byte range (206).
+    let path = format!("/cameras/cam1/{uri}");
+    assert_eq!(vigil.get(&path).body, file);
+    let etag = seg.header("etag").expect("an ETag");
+    let same = http(&vigil.addr, "GET", &path, &[("If-None-Match", &etag)], b"");
+    assert_eq!(same.status, 304);
+    let part = http(
+        &vigil.addr,
+        "GET",
+        &path,
+        &[("Range", "bytes=188-375")],
+        b"",
+    );
+    assert_eq!(part.status, 206);
+    assert_eq!(part.body, file[188..376]);
     let day = vigil.get("/cameras/cam1/day.m3u8").text();
     assert!(
         day.contains("#EXT-X-PLAYLIST-TYPE:EVENT") && !day.contains("#EXT-X-ENDLIST"),

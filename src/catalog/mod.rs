@@ -325,6 +325,8 @@ pub struct Catalog {
     path: Option<PathBuf>,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
+    /// See [`Catalog::segments_version`].
+    version: std::sync::atomic::AtomicU64,
 }
 
 const COLUMNS: &str = "id, camera, factory, session, seq, path, start_ms, duration_ms, bytes, first_in_session, cid, \
@@ -370,6 +372,7 @@ impl Catalog {
             path: Some(path.to_path_buf()),
             writer: Mutex::new(writer),
             readers: Mutex::new(Vec::new()),
+            version: Default::default(),
         })
     }
 
@@ -382,6 +385,7 @@ impl Catalog {
             path: None,
             writer: Mutex::new(writer),
             readers: Mutex::new(Vec::new()),
+            version: Default::default(),
         })
     }
 
@@ -529,6 +533,12 @@ impl Catalog {
     /// Record a finished segment. Returns its id and whether it extended the live sequence, or `None` if it
     /// was already catalogued. O(log n).
     pub fn insert(&self, s: &NewSegment) -> Result<Option<Inserted>> {
+        let out = self.insert_rows(s);
+        self.segments_changed();
+        out
+    }
+
+    fn insert_rows(&self, s: &NewSegment) -> Result<Option<Inserted>> {
         let mut conn = self.writer();
         let tx = conn.transaction().map_err(Error::from_sql)?;
         let out = Self::insert_in(&tx, s)?;
@@ -538,6 +548,12 @@ impl Catalog {
 
     /// Record several segments in one transaction (rescans), in order.
     pub fn insert_many(&self, rows: &[NewSegment]) -> Result<Vec<Option<Inserted>>> {
+        let out = self.insert_many_rows(rows);
+        self.segments_changed();
+        out
+    }
+
+    fn insert_many_rows(&self, rows: &[NewSegment]) -> Result<Vec<Option<Inserted>>> {
         let mut conn = self.writer();
         let tx = conn.transaction().map_err(Error::from_sql)?;
         let mut out = Vec::with_capacity(rows.len());
@@ -878,6 +894,12 @@ impl Catalog {
     /// at once (and the cameras remember up to when footage was deleted); [`Catalog::forget`] removes the rows
     /// once the files are gone. After a crash in between, [`Catalog::tombstoned`] lists them again.
     pub fn tombstone(&self, segments: &[Segment]) -> Result<()> {
+        let out = self.tombstone_rows(segments);
+        self.segments_changed();
+        out
+    }
+
+    fn tombstone_rows(&self, segments: &[Segment]) -> Result<()> {
         let mut conn = self.writer();
         let tx = conn.transaction().map_err(Error::from_sql)?;
         for s in segments {
@@ -928,6 +950,12 @@ impl Catalog {
     /// Retention, step 2: the files of these tombstoned segments are gone; remove their rows and update the
     /// cameras' counters. Returns the (camera, session) pairs that have no segment left.
     pub fn forget(&self, segments: &[Segment]) -> Result<Vec<(String, String)>> {
+        let out = self.forget_rows(segments);
+        self.segments_changed();
+        out
+    }
+
+    fn forget_rows(&self, segments: &[Segment]) -> Result<Vec<(String, String)>> {
         let mut conn = self.writer();
         let tx = conn.transaction().map_err(Error::from_sql)?;
         let mut emptied = Vec::new();
@@ -964,6 +992,12 @@ impl Catalog {
 
     /// Forget a session whose segments are all deleted (retention removed its folder).
     pub fn drop_session(&self, camera: &str, session: &str) -> Result<()> {
+        let out = self.drop_session_rows(camera, session);
+        self.segments_changed();
+        out
+    }
+
+    fn drop_session_rows(&self, camera: &str, session: &str) -> Result<()> {
         self.writer()
             .execute(
                 "DELETE FROM sessions WHERE camera = ?1 AND session = ?2 AND closed_at_ms IS NOT NULL
@@ -1030,7 +1064,21 @@ impl Catalog {
         &self,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
     ) -> Result<T> {
-        f(&mut self.writer()).map_err(Error::from_sql)
+        let out = f(&mut self.writer()).map_err(Error::from_sql);
+        self.segments_changed();
+        out
+    }
+
+    /// Bumped after every committed change of segment rows (insert, retention): whoever caches something
+    /// built from them (the HTTP server's playlists) rebuilds when it moved. In memory: only this process
+    /// writes segments.
+    pub fn segments_version(&self) -> u64 {
+        self.version.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn segments_changed(&self) {
+        self.version
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
 

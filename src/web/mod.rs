@@ -6,6 +6,7 @@
 //! cameras of its scope. Segments are addressed by catalog id: the file path comes from the catalog row, never
 //! from the URL.
 
+mod cache;
 pub mod guard;
 mod page;
 mod session;
@@ -29,6 +30,8 @@ use crate::error::Error;
 use crate::playlists;
 
 const M3U8: &str = "application/vnd.apple.mpegurl";
+/// Memory for the bytes of recently served segments (the newest of each watched camera).
+const SEGMENT_CACHE_BYTES: usize = 64 << 20;
 /// Longest VOD range served in one playlist.
 const MAX_VOD_HOURS: i64 = 24;
 
@@ -51,6 +54,8 @@ struct State {
     live_window: usize,
     /// `[http] accel_redirect`: nginx sends segment bytes.
     accel_redirect: Option<String>,
+    playlists: cache::Playlists,
+    segments: cache::Segments,
     /// The zone whose days the day playlists cover.
     tz: jiff::tz::TimeZone,
 }
@@ -148,11 +153,37 @@ fn rfc3339(ms: i64) -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-fn playlist_response(body: String, cache: &'static str) -> HttpResponse {
+fn playlist_response(
+    body: impl actix_web::body::MessageBody + 'static,
+    cache: &'static str,
+) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((CONTENT_TYPE, M3U8))
         .insert_header((CACHE_CONTROL, cache))
         .body(body)
+}
+
+/// A playlist from the cache while the catalog's segments have not changed since it was built, else built
+/// (off the async workers) and kept: many viewers of a camera cost one build per new segment.
+async fn cached_playlist(
+    state: &State,
+    key: String,
+    cache_control: &'static str,
+    build: impl FnOnce() -> crate::Result<String> + Send + 'static,
+) -> HttpResponse {
+    // Read before building: a segment catalogued meanwhile leaves the entry stale, never wrong.
+    let version = state.catalog.segments_version();
+    if let Some(body) = state.playlists.get(&key, version) {
+        return playlist_response(body, cache_control);
+    }
+    match blocking(build).await {
+        Ok(body) => {
+            let body = bytes::Bytes::from(body);
+            state.playlists.put(key, version, body.clone());
+            playlist_response(body, cache_control)
+        }
+        Err(r) => r,
+    }
 }
 
 /// Runs a catalog-bound closure off the async workers.
@@ -183,10 +214,11 @@ async fn live(state: web::Data<State>, path: web::Path<String>) -> HttpResponse 
         Err(r) => return r,
     };
     let (catalog, window) = (state.catalog.clone(), state.live_window);
-    match blocking(move || playlists::live(&catalog, &cam.id, window, cam.target_duration)).await {
-        Ok(body) => playlist_response(body, "no-cache"),
-        Err(r) => r,
-    }
+    let key = format!("live/{}", cam.id);
+    cached_playlist(&state, key, "no-cache", move || {
+        playlists::live(&catalog, &cam.id, window, cam.target_duration)
+    })
+    .await
 }
 
 #[derive(Deserialize)]
@@ -241,17 +273,17 @@ async fn day(
         Err(m) => return bad_request(m),
     };
     let catalog = state.catalog.clone();
-    let is_today = date == today;
-    let built = blocking(move || {
-        if is_today {
+    if date == today {
+        let key = format!("day/{}/{date}", cam.id);
+        return cached_playlist(&state, key, "no-cache", move || {
             playlists::today(&catalog, &cam.id, from, to, cam.target_duration)
-        } else {
-            playlists::vod(&catalog, &cam.id, from, to, false, cam.target_duration)
-        }
-    })
-    .await;
-    match built {
-        Ok(body) => playlist_response(body, if is_today { "no-cache" } else { "max-age=60" }),
+        })
+        .await;
+    }
+    match blocking(move || playlists::vod(&catalog, &cam.id, from, to, false, cam.target_duration))
+        .await
+    {
+        Ok(body) => playlist_response(body, "max-age=60"),
         Err(r) => r,
     }
 }
@@ -466,6 +498,49 @@ async fn segment(
             .finish();
     }
     let full = state.data_dir.join(&row.path);
+    let h = req.headers();
+    if !h.contains_key(actix_web::http::header::RANGE)
+        && !h.contains_key(actix_web::http::header::IF_RANGE)
+    {
+        // The common case: a whole segment, from memory when a viewer fetched it recently, else in one read.
+        let etag = format!("\"s{id}-{}\"", row.bytes);
+        if h.get(actix_web::http::header::IF_NONE_MATCH)
+            .is_some_and(|v| v.as_bytes() == etag.as_bytes())
+        {
+            return HttpResponse::NotModified()
+                .insert_header((actix_web::http::header::ETAG, etag))
+                .finish();
+        }
+        let body = match state.segments.get(id) {
+            Some(b) => b,
+            None => {
+                let path = full.clone();
+                match web::block(move || std::fs::read(path)).await {
+                    Ok(Ok(b)) => {
+                        let b = bytes::Bytes::from(b);
+                        state.segments.put(id, b.clone());
+                        b
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(file = %full.display(), "catalogued segment cannot be read: {e}");
+                        return not_found(format!(
+                            "segment {id} is catalogued but its file is not here"
+                        ));
+                    }
+                    Err(e) => return internal(e),
+                }
+            }
+        };
+        return HttpResponse::Ok()
+            .insert_header((CONTENT_TYPE, "video/mp2t"))
+            .insert_header((CACHE_CONTROL, "max-age=86400, immutable"))
+            .insert_header((actix_web::http::header::ETAG, etag))
+            .insert_header((actix_web::http::header::ACCEPT_RANGES, "bytes"))
+            // Video does not compress: the Compress middleware leaves it alone.
+            .insert_header((actix_web::http::header::CONTENT_ENCODING, "identity"))
+            .body(body);
+    }
+    // Ranges: actix-files (Range, If-Range, partial content).
     match actix_files::NamedFile::open_async(&full).await {
         Ok(f) => {
             let mut resp = f
@@ -612,6 +687,8 @@ pub fn child_spec(
         data_dir: config.data_dir.clone(),
         live_window: config.capture.live_window,
         accel_redirect: config.http.accel_redirect.clone(),
+        playlists: Default::default(),
+        segments: cache::Segments::new(SEGMENT_CACHE_BYTES),
         tz: config.time_zone(),
     });
     ChildSpec::worker("web", move |cx| {
