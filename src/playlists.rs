@@ -66,7 +66,51 @@ pub fn live(
         media_sequence,
         discontinuity_sequence,
         entries: &entries,
+        can_skip_until: None,
+        skipped: 0,
     }))
+}
+
+/// Today's playlist, built: rendered whole on every new segment, and as a delta update for each reload of a
+/// client that already has it.
+#[derive(Debug, Clone)]
+pub struct Today {
+    kind: Kind,
+    target_duration: u64,
+    media_sequence: u64,
+    discontinuity_sequence: u64,
+    entries: Vec<Entry>,
+}
+
+impl Today {
+    /// Clients may skip what is older than six target durations (RFC 8216bis's minimum).
+    pub fn skip_until_s(&self) -> u64 {
+        6 * hls::target_duration_of(&self.entries, self.target_duration)
+    }
+
+    fn playlist(&self, skipped: usize) -> Playlist<'_> {
+        Playlist {
+            kind: self.kind,
+            target_duration: self.target_duration,
+            media_sequence: self.media_sequence,
+            discontinuity_sequence: self.discontinuity_sequence,
+            entries: &self.entries,
+            can_skip_until: Some(self.skip_until_s()),
+            skipped,
+        }
+    }
+
+    /// The whole playlist.
+    pub fn render(&self) -> String {
+        hls::render(&self.playlist(0))
+    }
+
+    /// A Playlist Delta Update (`_HLS_skip=YES`): the same playlist with its older part replaced by
+    /// `#EXT-X-SKIP`, so a reload costs O(the last few segments) instead of O(the day so far).
+    pub fn render_delta(&self) -> String {
+        let skipped = hls::skippable(&self.entries, self.skip_until_s());
+        hls::render(&self.playlist(skipped))
+    }
 }
 
 /// Today's playlist (`[from_ms, to_ms)` is the day, in the node's time zone): EVENT while the whole day so
@@ -77,7 +121,7 @@ pub fn today(
     from_ms: i64,
     to_ms: i64,
     configured_target: u64,
-) -> Result<String> {
+) -> Result<Today> {
     let rows = catalog.live_range(camera, from_ms, to_ms)?;
     let stats = catalog.camera_stats(camera)?;
     let target_duration = target(catalog, camera, configured_target)?;
@@ -95,7 +139,7 @@ pub fn today(
             stats.disc.max(0) as u64,
         ),
     };
-    Ok(hls::render(&Playlist {
+    Ok(Today {
         kind: if head_deleted {
             Kind::Live
         } else {
@@ -104,8 +148,8 @@ pub fn today(
         target_duration,
         media_sequence,
         discontinuity_sequence,
-        entries: &entries,
-    }))
+        entries,
+    })
 }
 
 /// A finished range as VOD: segments that start in `[from_ms, to_ms)`, plus the one already running at
@@ -139,6 +183,8 @@ pub fn vod(
         media_sequence: 0,
         discontinuity_sequence: 0,
         entries: &entries,
+        can_skip_until: None,
+        skipped: 0,
     }))
 }
 
@@ -313,7 +359,29 @@ mod tests {
                 prop_assert_eq!(pl.target_duration, 10);
                 prop_assert!(pl.playlist_type.is_none());
                 prop_assert!(pl.segments.len() <= window);
-                let text = today(&c, "cam", day_from, day_to, 10).unwrap();
+                let built = today(&c, "cam", day_from, day_to, 10).unwrap();
+                let text = built.render();
+                // Its delta update is the same playlist with a prefix skipped, never the last Skip Boundary.
+                let delta = built.render_delta();
+                let full = parse(&text);
+                let skipped: usize = delta
+                    .lines()
+                    .find_map(|l| l.strip_prefix("#EXT-X-SKIP:SKIPPED-SEGMENTS="))
+                    .map_or(0, |n| n.parse().unwrap());
+                let rest = parse(&delta.replace("#EXT-X-VERSION:9", "#EXT-X-VERSION:3"));
+                prop_assert_eq!(rest.media_sequence, full.media_sequence);
+                prop_assert_eq!(rest.discontinuity_sequence, full.discontinuity_sequence);
+                prop_assert_eq!(
+                    rest.segments.iter().map(|x| &x.uri).collect::<Vec<_>>(),
+                    full.segments[skipped..].iter().map(|x| &x.uri).collect::<Vec<_>>()
+                );
+                if skipped > 0 {
+                    let kept: f32 = rest.segments.iter().map(|x| x.duration).sum();
+                    prop_assert!(kept + 0.001 >= built.skip_until_s() as f32, "{}", delta);
+                    prop_assert!(delta.contains("#EXT-X-VERSION:9"));
+                }
+                let control = format!("#EXT-X-SERVER-CONTROL:CAN-SKIP-UNTIL={}.0", built.skip_until_s());
+                prop_assert!(text.contains(&control), "{}", text);
                 let pl = today_seen.reload(&text, &late);
                 if deleted {
                     prop_assert!(pl.playlist_type.is_none(), "after deletions: sliding\n{}", text);
@@ -333,6 +401,66 @@ mod tests {
             prop_assert!(pl.end_list);
             prop_assert_eq!(pl.segments.len() as u64, c.count(Some("cam")).unwrap());
         }
+    }
+
+    #[test]
+    fn a_delta_update_skips_all_but_the_last_six_target_durations() {
+        let c = Catalog::in_memory().unwrap();
+        let mut t = 0;
+        for (session, n) in [("a", 30), ("b", 30)] {
+            c.open_session("cam", session).unwrap();
+            for seq in 0..n {
+                c.insert(&NewSegment {
+                    camera: "cam".into(),
+                    factory: "f".into(),
+                    session: session.into(),
+                    seq,
+                    path: format!("{session}/{seq}"),
+                    start_ms: t,
+                    duration_ms: 2000,
+                    bytes: 1,
+                    first_in_session: seq == 0,
+                })
+                .unwrap();
+                t += 2000;
+            }
+        }
+        let built = today(&c, "cam", 0, 86_400_000, 2).unwrap();
+        let full = built.render();
+        let delta = built.render_delta();
+        assert_eq!(built.skip_until_s(), 12);
+        assert!(
+            full.contains("#EXT-X-SERVER-CONTROL:CAN-SKIP-UNTIL=12.0\n"),
+            "{full}"
+        );
+        // 60 segments of 2 s: the last 12 s (6 segments) are kept; the join (in the skipped part) is not listed.
+        assert!(
+            delta.contains("#EXT-X-VERSION:9\n#EXT-X-TARGETDURATION:2\n"),
+            "{delta}"
+        );
+        assert!(
+            delta.contains("#EXT-X-SKIP:SKIPPED-SEGMENTS=54\n"),
+            "{delta}"
+        );
+        assert_eq!(delta.matches("#EXTINF").count(), 6);
+        assert!(!delta.contains("#EXT-X-DISCONTINUITY\n"), "{delta}");
+        let header = |t: &str| {
+            t.lines()
+                .filter(|l| l.contains("SEQUENCE"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        assert_eq!(header(&full), header(&delta));
+        let last6: Vec<&str> = full
+            .lines()
+            .filter(|l| l.starts_with("segments/"))
+            .skip(54)
+            .collect();
+        let listed: Vec<&str> = delta
+            .lines()
+            .filter(|l| l.starts_with("segments/"))
+            .collect();
+        assert_eq!(listed, last6);
     }
 
     #[test]

@@ -50,6 +50,28 @@ pub struct Playlist<'a> {
     /// carries EXT-X-DISCONTINUITY (a player adds one per tag it sees).
     pub discontinuity_sequence: u64,
     pub entries: &'a [Entry],
+    /// `#EXT-X-SERVER-CONTROL:CAN-SKIP-UNTIL` in seconds: clients may ask for a Playlist Delta Update
+    /// (`_HLS_skip=YES`, RFC 8216bis §6.2.5.1) instead of the whole playlist on every reload.
+    pub can_skip_until: Option<u64>,
+    /// A Playlist Delta Update: the first `skipped` entries are replaced by `#EXT-X-SKIP` (0: the whole playlist).
+    pub skipped: usize,
+}
+
+/// How many entries a delta update of `entries` may skip: those that end at least `skip_until_s` before the
+/// playlist's end (RFC 8216bis: never a segment closer than the Skip Boundary to the end).
+pub fn skippable(entries: &[Entry], skip_until_s: u64) -> usize {
+    let total: u64 = entries.iter().map(|e| e.duration_ms).sum();
+    let Some(limit) = total.checked_sub(skip_until_s * 1000) else {
+        return 0;
+    };
+    let mut end = 0;
+    entries
+        .iter()
+        .take_while(|e| {
+            end += e.duration_ms;
+            end <= limit
+        })
+        .count()
 }
 
 /// The `#EXT-X-VERSION` written. Version 3 allows decimal `#EXTINF` durations; no tag used needs more.
@@ -77,7 +99,9 @@ pub fn target_duration_of(entries: &[Entry], target_duration: u64) -> u64 {
 
 fn write_playlist(out: &mut String, p: &Playlist<'_>) -> fmt::Result {
     writeln!(out, "#EXTM3U")?;
-    writeln!(out, "#EXT-X-VERSION:{VERSION}")?;
+    // EXT-X-SKIP needs version 9.
+    let version = if p.skipped > 0 { 9 } else { VERSION };
+    writeln!(out, "#EXT-X-VERSION:{version}")?;
     writeln!(
         out,
         "#EXT-X-TARGETDURATION:{}",
@@ -94,14 +118,21 @@ fn write_playlist(out: &mut String, p: &Playlist<'_>) -> fmt::Result {
         Kind::Event => writeln!(out, "#EXT-X-PLAYLIST-TYPE:EVENT")?,
         Kind::Vod => writeln!(out, "#EXT-X-PLAYLIST-TYPE:VOD")?,
     }
+    if let Some(s) = p.can_skip_until {
+        writeln!(out, "#EXT-X-SERVER-CONTROL:CAN-SKIP-UNTIL={s}.0")?;
+    }
     // Every segment starts with a keyframe (ffmpeg cuts on keyframes).
     writeln!(out, "#EXT-X-INDEPENDENT-SEGMENTS")?;
+    let skipped = p.skipped.min(p.entries.len());
+    if skipped > 0 {
+        writeln!(out, "#EXT-X-SKIP:SKIPPED-SEGMENTS={skipped}")?;
+    }
 
-    for (i, e) in p.entries.iter().enumerate() {
+    for (i, e) in p.entries.iter().enumerate().skip(skipped) {
         if e.discontinuity {
             writeln!(out, "#EXT-X-DISCONTINUITY")?;
         }
-        if i == 0 || e.discontinuity {
+        if i == skipped || e.discontinuity {
             writeln!(
                 out,
                 "#EXT-X-PROGRAM-DATE-TIME:{}",
@@ -179,6 +210,8 @@ mod tests {
                 media_sequence: self.media_sequence,
                 discontinuity_sequence: self.dsn,
                 entries: &self.entries,
+                can_skip_until: None,
+                skipped: 0,
             })
         }
     }

@@ -8,36 +8,44 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
+use std::sync::Arc;
+
 use bytes::Bytes;
+
+use crate::playlists::Today;
 
 /// Rendered playlists by key (`live/cam1`, `day/cam1/2026-11-22`), each tagged with the catalog version it was
 /// built from.
 #[derive(Debug, Default)]
 pub struct Playlists {
-    map: Mutex<HashMap<String, (u64, Bytes)>>,
+    map: Mutex<HashMap<String, Built>>,
 }
+
+/// A cached playlist: the catalog version it was built from, its rendering, and for today's playlists what
+/// it was built from (delta updates are rendered from it).
+type Built = (u64, Bytes, Option<Arc<Today>>);
 
 /// Most playlists kept: a live and a today playlist per camera, with room to spare.
 const PLAYLISTS_CAP: usize = 1024;
 
 impl Playlists {
     /// The playlist cached under `key` if it was built from catalog version `version`.
-    pub fn get(&self, key: &str, version: u64) -> Option<Bytes> {
+    pub fn get(&self, key: &str, version: u64) -> Option<(Bytes, Option<Arc<Today>>)> {
         let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         map.get(key)
-            .filter(|(v, _)| *v == version)
-            .map(|(_, b)| b.clone())
+            .filter(|(v, _, _)| *v == version)
+            .map(|(_, b, t)| (b.clone(), t.clone()))
     }
 
     /// Keep `body`, built from catalog version `version` (read BEFORE building it, so that a change made
     /// meanwhile makes the entry stale rather than wrong).
-    pub fn put(&self, key: String, version: u64, body: Bytes) {
+    pub fn put(&self, key: String, version: u64, body: Bytes, today: Option<Arc<Today>>) {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() >= PLAYLISTS_CAP && !map.contains_key(&key) {
             // Yesterday's keys and cameras no longer asked for: start over (cheap, rare).
             map.clear();
         }
-        map.insert(key, (version, body));
+        map.insert(key, (version, body, today));
     }
 }
 
@@ -98,7 +106,7 @@ mod tests {
     #[test]
     fn a_playlist_is_served_only_for_the_version_it_was_built_from() {
         let c = Playlists::default();
-        c.put("live/cam1".into(), 7, Bytes::from_static(b"#EXTM3U"));
+        c.put("live/cam1".into(), 7, Bytes::from_static(b"#EXTM3U"), None);
         assert!(c.get("live/cam1", 7).is_some());
         assert!(c.get("live/cam1", 8).is_none());
         assert!(c.get("live/cam2", 7).is_none());

@@ -173,13 +173,13 @@ async fn cached_playlist(
 ) -> HttpResponse {
     // Read before building: a segment catalogued meanwhile leaves the entry stale, never wrong.
     let version = state.catalog.segments_version();
-    if let Some(body) = state.playlists.get(&key, version) {
+    if let Some((body, _)) = state.playlists.get(&key, version) {
         return playlist_response(body, cache_control);
     }
     match blocking(build).await {
         Ok(body) => {
             let body = bytes::Bytes::from(body);
-            state.playlists.put(key, version, body.clone());
+            state.playlists.put(key, version, body.clone(), None);
             playlist_response(body, cache_control)
         }
         Err(r) => r,
@@ -224,6 +224,9 @@ async fn live(state: web::Data<State>, path: web::Path<String>) -> HttpResponse 
 #[derive(Deserialize)]
 struct DayQuery {
     date: Option<String>,
+    /// A client's request for a Playlist Delta Update (RFC 8216bis §6.2.5.1).
+    #[serde(rename = "_HLS_skip")]
+    skip: Option<String>,
 }
 
 /// `[from, to)` in unix ms of `date` in `tz` (23 or 25 hours on the days the clocks change).
@@ -274,11 +277,32 @@ async fn day(
     };
     let catalog = state.catalog.clone();
     if date == today {
+        // Built once per new segment, whoever asks; a client reloading with `_HLS_skip` gets a delta update.
         let key = format!("day/{}/{date}", cam.id);
-        return cached_playlist(&state, key, "no-cache", move || {
-            playlists::today(&catalog, &cam.id, from, to, cam.target_duration)
-        })
-        .await;
+        let version = state.catalog.segments_version();
+        let (full, built) = match state.playlists.get(&key, version) {
+            Some((full, Some(built))) => (full, built),
+            _ => {
+                let built = blocking(move || {
+                    playlists::today(&catalog, &cam.id, from, to, cam.target_duration)
+                })
+                .await;
+                let built = match built {
+                    Ok(b) => Arc::new(b),
+                    Err(r) => return r,
+                };
+                let full = bytes::Bytes::from(built.render());
+                state
+                    .playlists
+                    .put(key, version, full.clone(), Some(built.clone()));
+                (full, built)
+            }
+        };
+        return match q.skip.as_deref() {
+            None | Some("NO") => playlist_response(full, "no-cache"),
+            Some("YES" | "v2") => playlist_response(built.render_delta(), "no-cache"),
+            Some(other) => bad_request(format!("_HLS_skip={other:?}: YES, v2 or NO")),
+        };
     }
     match blocking(move || playlists::vod(&catalog, &cam.id, from, to, false, cam.target_duration))
         .await
