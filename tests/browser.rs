@@ -150,3 +150,176 @@ fn hls_js_plays_live_and_straight_across_a_session_join() {
     );
     vigil.stop();
 }
+
+/// Records `n` synthetic 2 s segments (the camera's format: 640x360@15, H.264, a keyframe a second) as a closed
+/// session of `camera` that started at `start_ms`, straight into the catalog: minutes of history to scrub back
+/// through without waiting minutes.
+fn seed_session(data: &std::path::Path, camera: &str, factory: &str, start_ms: i64, n: usize) {
+    let name = chrono::DateTime::from_timestamp_millis(start_ms)
+        .unwrap()
+        .format("%Y%m%dT%H%M%S%3fZ")
+        .to_string();
+    let dir = data.join(camera).join(&name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-f", "lavfi", "-i"])
+        .arg(format!("testsrc2=size=640x360:rate=15:duration={}", n * 2))
+        .args([
+            "-c:v",
+            "libx264",
+            "-profile:v",
+            "baseline",
+            "-pix_fmt",
+            "yuv420p",
+            "-g",
+            "15",
+            "-preset",
+            "ultrafast",
+            "-f",
+            "segment",
+            "-segment_time",
+            "2",
+            "-segment_format",
+            "mpegts",
+        ])
+        .arg(dir.join("seg_%05d.ts"))
+        .output()
+        .expect("ffmpeg");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let c = catalog(data);
+    c.open_session(camera, &name).unwrap();
+    let rows: Vec<vigil::catalog::NewSegment> = (0..n)
+        .map(|seq| {
+            let path = format!("{camera}/{name}/seg_{seq:05}.ts");
+            vigil::catalog::NewSegment {
+                camera: camera.into(),
+                factory: factory.into(),
+                session: name.clone(),
+                seq: seq as i64,
+                bytes: std::fs::metadata(data.join(&path)).unwrap().len() as i64,
+                path,
+                start_ms: start_ms + seq as i64 * 2000,
+                duration_ms: 2000,
+                first_in_session: seq == 0,
+            }
+        })
+        .collect();
+    c.insert_many(&rows).unwrap();
+    c.close_session(camera, &name).unwrap();
+}
+
+#[test]
+fn a_client_logs_in_sees_its_cameras_scrubs_back_replays_across_a_join_and_switches() {
+    let modules = node_modules();
+    let cam = Camera::start(3);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    // Seven minutes of history on cam1, up to now: two sessions back to back, joined 4 minutes ago, so that
+    // scrubbing back 3 minutes lands in recorded footage and a replay can span the join.
+    let now = chrono::Utc::now().timestamp_millis();
+    let joined_at = now - 240_000;
+    seed_session(&data, "cam1", "factory-a", joined_at - 180_000, 90);
+    seed_session(&data, "cam1", "factory-a", joined_at, 120);
+    let mut body = config_with_auth(
+        &data,
+        &[
+            ("cam1", cam.url(1)),
+            ("cam2", cam.url(2)),
+            ("cam3", cam.url(3)),
+        ],
+        "",
+    )
+    .replace(
+        "[http]\n",
+        &format!(
+            "[http]\nassets_dir = \"{}\"\n",
+            modules.join("hls.js/dist").display()
+        ),
+    );
+    let i = body.rfind("factory_id = \"factory-a\"").unwrap();
+    body.replace_range(i..i + 24, "factory_id = \"factory-b\"");
+    let path = dir.path().join("vigil.toml");
+    std::fs::write(&path, body).unwrap();
+    let add = Command::new(VIGIL)
+        .args([
+            "user",
+            "add",
+            "carol",
+            "--role",
+            "client",
+            "--factory",
+            "factory-a",
+        ])
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        add.status.success(),
+        "{}",
+        String::from_utf8_lossy(&add.stderr)
+    );
+    let password = String::from_utf8_lossy(&add.stdout)
+        .split_whitespace()
+        .last()
+        .unwrap()
+        .to_string();
+    let mut vigil = Vigil::start(&path);
+    wait_until(
+        "live footage of cam1 and cam2",
+        Duration::from_secs(30),
+        || {
+            let c = catalog(&data);
+            c.live_window("cam1", 3)
+                .unwrap()
+                .iter()
+                .any(|s| s.start_ms > now)
+                && c.count(Some("cam2")).unwrap() >= 2
+        },
+    );
+    let fmt = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .unwrap()
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    };
+    let shot = repo().join("target/artifacts/ui.png");
+    std::fs::create_dir_all(shot.parent().unwrap()).unwrap();
+    let out = Command::new("node")
+        .arg(repo().join("testbed/ui-check.mjs"))
+        .arg(format!("http://{}", vigil.addr))
+        .args(["carol", &password, "cam1,cam2"])
+        .arg(&shot)
+        // 20 s before the join to 10 s after it.
+        .args([fmt(joined_at - 20_000), fmt(joined_at + 10_000)])
+        .env("VIGIL_UI_NODE_MODULES", &modules)
+        .output()
+        .expect("node is required");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "ui-check failed:\n{text}\nvigil log:\n{}",
+        vigil.log()
+    );
+    assert!(shot.exists(), "no screenshot");
+    let figures: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("[ui-check] figure "))
+        .collect();
+    figure(
+        "browser",
+        &format!("viewer as a client: {}", figures.join(", ")),
+    );
+    figure("browser", &format!("viewer screenshot: {}", shot.display()));
+    // The password never reached the log.
+    assert!(!vigil.log().contains(&password));
+    vigil.stop();
+}
