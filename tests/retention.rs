@@ -99,6 +99,14 @@ fn recording_goes_on_for_ten_times_the_budget_and_the_budget_holds() {
     let mut recorded: i64 = 0;
     let mut worst: i64 = 0;
     let t0 = Instant::now();
+    // A viewer fetches the first segment (vigil keeps its bytes in memory)…
+    wait_until("a first segment", Duration::from_secs(20), || {
+        catalog(&data).count(Some("cam1")).unwrap() > 0
+    });
+    let first = catalog(&data).all("cam1").unwrap()[0].id;
+    let first_url = format!("/cameras/cam1/segments/{first}.ts");
+    assert_eq!(vigil.get(&first_url).status, 200);
+    assert_eq!(vigil.get(&first_url).status, 200);
     while recorded < 10 * budget {
         assert!(
             t0.elapsed() < Duration::from_secs(180),
@@ -127,6 +135,9 @@ fn recording_goes_on_for_ten_times_the_budget_and_the_budget_holds() {
         consistent(&vigil, &data);
         std::thread::sleep(Duration::from_millis(500));
     }
+    // …and once retention deleted it, it is served no more, from memory or otherwise.
+    assert!(catalog(&data).segment("cam1", first).unwrap().is_none());
+    assert_eq!(vigil.get(&first_url).status, 404);
     let segs = catalog(&data).all("cam1").unwrap();
     assert_eq!(
         sessions(&data, "cam1").len(),

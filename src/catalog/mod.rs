@@ -327,6 +327,8 @@ pub struct Catalog {
     readers: Mutex<Vec<Connection>>,
     /// See [`Catalog::segments_version`].
     version: std::sync::atomic::AtomicU64,
+    /// See [`Catalog::deletions_version`].
+    deletions: std::sync::atomic::AtomicU64,
 }
 
 const COLUMNS: &str = "id, camera, factory, session, seq, path, start_ms, duration_ms, bytes, first_in_session, cid, \
@@ -373,6 +375,7 @@ impl Catalog {
             writer: Mutex::new(writer),
             readers: Mutex::new(Vec::new()),
             version: Default::default(),
+            deletions: Default::default(),
         })
     }
 
@@ -386,6 +389,7 @@ impl Catalog {
             writer: Mutex::new(writer),
             readers: Mutex::new(Vec::new()),
             version: Default::default(),
+            deletions: Default::default(),
         })
     }
 
@@ -894,7 +898,11 @@ impl Catalog {
     /// at once (and the cameras remember up to when footage was deleted); [`Catalog::forget`] removes the rows
     /// once the files are gone. After a crash in between, [`Catalog::tombstoned`] lists them again.
     pub fn tombstone(&self, segments: &[Segment]) -> Result<()> {
+        // Bumped before the change too: a reader that looked up a row just before it is deleted sees
+        // the counter move either way.
+        self.segments_deleted();
         let out = self.tombstone_rows(segments);
+        self.segments_deleted();
         self.segments_changed();
         out
     }
@@ -950,7 +958,11 @@ impl Catalog {
     /// Retention, step 2: the files of these tombstoned segments are gone; remove their rows and update the
     /// cameras' counters. Returns the (camera, session) pairs that have no segment left.
     pub fn forget(&self, segments: &[Segment]) -> Result<Vec<(String, String)>> {
+        // Bumped before the change too: a reader that looked up a row just before it is deleted sees
+        // the counter move either way.
+        self.segments_deleted();
         let out = self.forget_rows(segments);
+        self.segments_deleted();
         self.segments_changed();
         out
     }
@@ -992,7 +1004,11 @@ impl Catalog {
 
     /// Forget a session whose segments are all deleted (retention removed its folder).
     pub fn drop_session(&self, camera: &str, session: &str) -> Result<()> {
+        // Bumped before the change too: a reader that looked up a row just before it is deleted sees
+        // the counter move either way.
+        self.segments_deleted();
         let out = self.drop_session_rows(camera, session);
+        self.segments_deleted();
         self.segments_changed();
         out
     }
@@ -1064,7 +1080,9 @@ impl Catalog {
         &self,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
     ) -> Result<T> {
+        self.segments_deleted();
         let out = f(&mut self.writer()).map_err(Error::from_sql);
+        self.segments_deleted();
         self.segments_changed();
         out
     }
@@ -1074,6 +1092,17 @@ impl Catalog {
     /// writes segments.
     pub fn segments_version(&self) -> u64 {
         self.version.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Bumped around every deletion of segment rows (retention): a cache of segment bytes keyed by id is valid
+    /// while this has not moved since the row was looked up.
+    pub fn deletions_version(&self) -> u64 {
+        self.deletions.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn segments_deleted(&self) {
+        self.deletions
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     fn segments_changed(&self) {

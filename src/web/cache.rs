@@ -49,7 +49,16 @@ impl Playlists {
     }
 }
 
-/// Bytes of segments by catalog id, within a budget.
+/// A cached segment: its camera, its bytes, and the catalog's deletions version when its row was looked up.
+#[derive(Debug, Clone)]
+pub struct Seg {
+    pub camera: Arc<str>,
+    pub body: Bytes,
+    pub deletions: u64,
+}
+
+/// Segments by catalog id, within a budget. A hit is served without touching the catalog while no segment was
+/// deleted since the row was looked up (so a segment retention removed is never served from here).
 #[derive(Debug)]
 pub struct Segments {
     budget: usize,
@@ -58,7 +67,7 @@ pub struct Segments {
 
 #[derive(Debug, Default)]
 struct SegInner {
-    map: HashMap<i64, Bytes>,
+    map: HashMap<i64, Seg>,
     order: VecDeque<i64>,
     bytes: usize,
 }
@@ -72,12 +81,13 @@ impl Segments {
         }
     }
 
-    pub fn get(&self, id: i64) -> Option<Bytes> {
+    pub fn get(&self, id: i64) -> Option<Seg> {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         inner.map.get(&id).cloned()
     }
 
-    pub fn put(&self, id: i64, body: Bytes) {
+    pub fn put(&self, id: i64, seg: Seg) {
+        let body = &seg.body;
         if body.len() > self.budget / 8 {
             return;
         }
@@ -90,12 +100,12 @@ impl Segments {
                 break;
             };
             if let Some(b) = inner.map.remove(&old) {
-                inner.bytes -= b.len();
+                inner.bytes -= b.body.len();
             }
         }
         inner.bytes += body.len();
         inner.order.push_back(id);
-        inner.map.insert(id, body);
+        inner.map.insert(id, seg);
     }
 }
 
@@ -115,12 +125,17 @@ mod tests {
     #[test]
     fn segments_stay_within_the_budget_oldest_out_first() {
         let c = Segments::new(800);
+        let seg = |n: usize| Seg {
+            camera: "cam1".into(),
+            body: Bytes::from(vec![0u8; n]),
+            deletions: 0,
+        };
         for id in 0..10 {
-            c.put(id, Bytes::from(vec![0u8; 100]));
+            c.put(id, seg(100));
         }
         let kept: Vec<i64> = (0..10).filter(|id| c.get(*id).is_some()).collect();
         assert_eq!(kept, vec![2, 3, 4, 5, 6, 7, 8, 9]);
-        c.put(99, Bytes::from(vec![0u8; 101])); // over an eighth of the budget: not kept
+        c.put(99, seg(101)); // over an eighth of the budget: not kept
         assert!(c.get(99).is_none());
     }
 }

@@ -489,6 +489,30 @@ async fn download(
         .streaming(body)
 }
 
+/// A whole segment (or 304 when the client has it: the ETag is the id and the size, a segment never changes).
+fn whole_segment(
+    id: i64,
+    body: bytes::Bytes,
+    h: &actix_web::http::header::HeaderMap,
+) -> HttpResponse {
+    let etag = format!("\"s{id}-{}\"", body.len());
+    if h.get(actix_web::http::header::IF_NONE_MATCH)
+        .is_some_and(|v| v.as_bytes() == etag.as_bytes())
+    {
+        return HttpResponse::NotModified()
+            .insert_header((actix_web::http::header::ETAG, etag))
+            .finish();
+    }
+    HttpResponse::Ok()
+        .insert_header((CONTENT_TYPE, "video/mp2t"))
+        .insert_header((CACHE_CONTROL, "max-age=86400, immutable"))
+        .insert_header((actix_web::http::header::ETAG, etag))
+        .insert_header((actix_web::http::header::ACCEPT_RANGES, "bytes"))
+        // Video does not compress: the Compress middleware leaves it alone.
+        .insert_header((actix_web::http::header::CONTENT_ENCODING, "identity"))
+        .body(body)
+}
+
 #[route("/segments/{file}", method = "GET", method = "HEAD")]
 async fn segment(
     state: web::Data<State>,
@@ -502,6 +526,24 @@ async fn segment(
     let Some(id) = file.strip_suffix(".ts").and_then(|n| n.parse::<i64>().ok()) else {
         return not_found(format!("{file:?} is not a segment name (expected <id>.ts)"));
     };
+    let h = req.headers();
+    let whole = !h.contains_key(actix_web::http::header::RANGE)
+        && !h.contains_key(actix_web::http::header::IF_RANGE);
+    let accel = state.accel_redirect.as_ref().filter(|_| {
+        req.peer_addr()
+            .is_some_and(|p| state.auth.config.trusted_proxies.contains(&p.ip()))
+    });
+    // The common case, a whole segment viewers fetched recently: from memory, without the catalog, while no
+    // segment was deleted since its row was looked up.
+    if whole
+        && accel.is_none()
+        && let Some(seg) = state.segments.get(id)
+        && *seg.camera == *cam_id
+        && seg.deletions == state.catalog.deletions_version()
+    {
+        return whole_segment(id, seg.body, h);
+    }
+    let deletions = state.catalog.deletions_version();
     let catalog = state.catalog.clone();
     let cid = cam_id.clone();
     let row = match blocking(move || catalog.segment(&cid, id)).await {
@@ -509,11 +551,7 @@ async fn segment(
         Ok(None) => return not_found(format!("camera {cam_id:?} has no segment {id}")),
         Err(r) => return r,
     };
-    if let Some(prefix) = &state.accel_redirect
-        && req
-            .peer_addr()
-            .is_some_and(|p| state.auth.config.trusted_proxies.contains(&p.ip()))
-    {
+    if let Some(prefix) = accel {
         // nginx sends the file from its internal location; vigil only authorised and resolved it.
         return HttpResponse::Ok()
             .insert_header((CONTENT_TYPE, "video/mp2t"))
@@ -522,47 +560,30 @@ async fn segment(
             .finish();
     }
     let full = state.data_dir.join(&row.path);
-    let h = req.headers();
-    if !h.contains_key(actix_web::http::header::RANGE)
-        && !h.contains_key(actix_web::http::header::IF_RANGE)
-    {
-        // The common case: a whole segment, from memory when a viewer fetched it recently, else in one read.
-        let etag = format!("\"s{id}-{}\"", row.bytes);
-        if h.get(actix_web::http::header::IF_NONE_MATCH)
-            .is_some_and(|v| v.as_bytes() == etag.as_bytes())
-        {
-            return HttpResponse::NotModified()
-                .insert_header((actix_web::http::header::ETAG, etag))
-                .finish();
-        }
-        let body = match state.segments.get(id) {
-            Some(b) => b,
-            None => {
-                let path = full.clone();
-                match web::block(move || std::fs::read(path)).await {
-                    Ok(Ok(b)) => {
-                        let b = bytes::Bytes::from(b);
-                        state.segments.put(id, b.clone());
-                        b
-                    }
-                    Ok(Err(e)) => {
-                        tracing::warn!(file = %full.display(), "catalogued segment cannot be read: {e}");
-                        return not_found(format!(
-                            "segment {id} is catalogued but its file is not here"
-                        ));
-                    }
-                    Err(e) => return internal(e),
-                }
+    if whole {
+        // Read in one call (actix-files would hop to the blocking pool per 64 KiB) and keep it.
+        let path = full.clone();
+        return match web::block(move || std::fs::read(path)).await {
+            Ok(Ok(b)) => {
+                let body = bytes::Bytes::from(b);
+                state.segments.put(
+                    id,
+                    cache::Seg {
+                        camera: cam_id.as_str().into(),
+                        body: body.clone(),
+                        deletions,
+                    },
+                );
+                whole_segment(id, body, h)
             }
+            Ok(Err(e)) => {
+                tracing::warn!(file = %full.display(), "catalogued segment cannot be read: {e}");
+                not_found(format!(
+                    "segment {id} is catalogued but its file is not here"
+                ))
+            }
+            Err(e) => internal(e),
         };
-        return HttpResponse::Ok()
-            .insert_header((CONTENT_TYPE, "video/mp2t"))
-            .insert_header((CACHE_CONTROL, "max-age=86400, immutable"))
-            .insert_header((actix_web::http::header::ETAG, etag))
-            .insert_header((actix_web::http::header::ACCEPT_RANGES, "bytes"))
-            // Video does not compress: the Compress middleware leaves it alone.
-            .insert_header((actix_web::http::header::CONTENT_ENCODING, "identity"))
-            .body(body);
     }
     // Ranges: actix-files (Range, If-Range, partial content).
     match actix_files::NamedFile::open_async(&full).await {
