@@ -506,7 +506,12 @@ impl Auth {
                 };
             }
             x.count += 1;
-            if x.count >= self.config.lock_after_failures {
+            let limit = if k.starts_with("addr:") {
+                self.config.lock_address_after_failures
+            } else {
+                self.config.lock_after_failures
+            };
+            if x.count >= limit {
                 x.locked_until_ms = now + window;
             }
         }
@@ -559,12 +564,12 @@ impl Auth {
             self.audit("login_failed", name, addr_s.as_deref(), why);
             return Err(LoginError::Wrong);
         };
-        {
-            let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-            for k in &keys {
-                f.remove(k);
-            }
-        }
+        // The user's count starts over; the address's does not (one good account must not reset a
+        // guesser's count from that address).
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&keys[0]);
         let sid = random_bytes::<32>();
         let hash = sha256_hex(&sid);
         let csrf = b64().encode(random_bytes::<24>());
@@ -726,6 +731,7 @@ mod tests {
         let cfg = AuthConfig {
             slow_after_failures: 2,
             lock_after_failures: 4,
+            lock_address_after_failures: 6,
             ..Default::default()
         };
         let (auth, clock, _dir) = setup(cfg);
@@ -742,9 +748,18 @@ mod tests {
             auth.login("alice", "correct horse battery", Some(b)).await,
             Err(LoginError::Locked { retry_after_s: 900 })
         ));
-        // …and the address is locked for other users.
+        // The address is not locked for other users yet (an office shares one)…
+        assert_eq!(
+            auth.login("bob", "whatever", Some(a)).await.unwrap_err(),
+            LoginError::Wrong
+        );
+        assert_eq!(
+            auth.login("carl", "whatever", Some(a)).await.unwrap_err(),
+            LoginError::Wrong
+        );
+        // …but after 6 failures from it, it is.
         assert!(matches!(
-            auth.login("bob", "whatever", Some(a)).await,
+            auth.login("dora", "whatever", Some(a)).await,
             Err(LoginError::Locked { .. })
         ));
         // After the lockout: in again.

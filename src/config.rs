@@ -237,9 +237,13 @@ pub struct AuthConfig {
     /// Failed logins (per address and per user, within `lockout_minutes`) after which each answer is slowed.
     #[serde(default = "default_slow_after")]
     pub slow_after_failures: u32,
-    /// Failed logins after which further attempts are refused for `lockout_minutes`.
+    /// Failed logins for one user after which its logins are refused for `lockout_minutes`.
     #[serde(default = "default_lock_after")]
     pub lock_after_failures: u32,
+    /// Failed logins from one address (whatever the user) after which that address is refused: higher than
+    /// the per-user limit, since several people may share an address (an office behind NAT).
+    #[serde(default = "default_lock_address_after")]
+    pub lock_address_after_failures: u32,
     #[serde(default = "default_lockout_minutes")]
     pub lockout_minutes: u64,
 }
@@ -254,6 +258,7 @@ impl Default for AuthConfig {
             trusted_proxies: default_trusted_proxies(),
             slow_after_failures: default_slow_after(),
             lock_after_failures: default_lock_after(),
+            lock_address_after_failures: default_lock_address_after(),
             lockout_minutes: default_lockout_minutes(),
         }
     }
@@ -282,6 +287,9 @@ fn default_slow_after() -> u32 {
 }
 fn default_lock_after() -> u32 {
     10
+}
+fn default_lock_address_after() -> u32 {
+    30
 }
 fn default_lockout_minutes() -> u64 {
     15
@@ -864,6 +872,15 @@ impl Config {
             bad(
                 "auth".into(),
                 "idle_minutes, absolute_hours and lockout_minutes must be at least 1".into(),
+            );
+        }
+        if a.lock_address_after_failures < a.lock_after_failures {
+            bad(
+                "auth.lock_address_after_failures".into(),
+                format!(
+                    "must not be below lock_after_failures ({}): one person's mistakes would lock an office",
+                    a.lock_after_failures
+                ),
             );
         }
         if a.lock_after_failures == 0 || a.slow_after_failures > a.lock_after_failures {
