@@ -1,16 +1,18 @@
 #!/usr/bin/env node
 // browser-check.mjs — headless Chromium check that vigil's player page really plays video.
 //
-// Usage: node testbed/browser-check.mjs URL SCREENSHOT.png
-//        e.g. node testbed/browser-check.mjs 'http://127.0.0.1:8000/?camera=cam1' /tmp/vigil-demo.png
+// Usage: node testbed/browser-check.mjs URL SCREENSHOT.png [USER PASSWORD]
+//        e.g. node testbed/browser-check.mjs 'http://127.0.0.1:8000/?camera=cam1' /tmp/vigil-demo.png alice secret
 // Needs: Debian's Chromium at /usr/bin/chromium (testbed/install-browser.sh) and playwright-core from ui/'s
 //        lockfile, found in $VIGIL_UI_NODE_MODULES or else through testbed/npm-cache.sh (which installs it
 //        into the cache outside the clone on first use).
-// Env:   VIGIL_BROWSER_TIMEOUT  seconds to wait for playback (default 30)
+// Env:   VIGIL_BROWSER_USER, VIGIL_BROWSER_PASSWORD  the login, when not given as arguments
+//        VIGIL_BROWSER_TIMEOUT  seconds to wait for playback (default 30)
 //        VIGIL_BROWSER_ADVANCE  seconds of playback required (default 4)
 //        CHROMIUM               browser binary (default /usr/bin/chromium)
 //
-// Opens URL, waits (up to 30 s) until the <video> element's currentTime has advanced by at least 4 s of
+// Opens URL; if vigil sends the browser to its login page (/login?next=...), logs in there with USER and PASSWORD
+// (typed into the form, which then returns to URL) and fails clearly without them. Then waits (up to 30 s) until the <video> element's currentTime has advanced by at least 4 s of
 // playback, checks that the page's window.vigil.fatal (the player's last fatal hls.js error) is null, takes a
 // screenshot, prints the figures (time to first frame, currentTime advance, non-fatal hls.js errors from
 // window.vigil.errors) and exits 0 on success, 1 on failure, 2 on bad usage or a missing prerequisite.
@@ -23,7 +25,9 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const [url, shot] = process.argv.slice(2);
+const [url, shot, argUser, argPassword] = process.argv.slice(2);
+const USER = argUser ?? process.env.VIGIL_BROWSER_USER;
+const PASSWORD = argPassword ?? process.env.VIGIL_BROWSER_PASSWORD;
 const TIMEOUT_S = Number(process.env.VIGIL_BROWSER_TIMEOUT || 30);
 const ADVANCE_S = Number(process.env.VIGIL_BROWSER_ADVANCE || 4);
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
@@ -36,7 +40,7 @@ const FLAGS = [
 const log = (msg) => console.log(`[browser-check] ${msg}`);
 function usage(msg) {
   console.error(`[browser-check] ERROR: ${msg}`);
-  console.error('usage: node testbed/browser-check.mjs URL SCREENSHOT.png');
+  console.error('usage: node testbed/browser-check.mjs URL SCREENSHOT.png [USER PASSWORD]');
   process.exit(2);
 }
 
@@ -86,6 +90,23 @@ try {
 
   const resp = await page.goto(url, { waitUntil: 'domcontentloaded', timeout: TIMEOUT_S * 1000 });
   if (!resp || !resp.ok()) throw new Error(`GET ${url} answered ${resp ? resp.status() : 'nothing'}`);
+  if (new URL(page.url()).pathname === '/login') {
+    // vigil wants a login first; its form returns to the page asked for (?next=).
+    if (!USER || PASSWORD === undefined) {
+      throw new Error(`${url} asks for a login (${page.url()}): give USER PASSWORD or VIGIL_BROWSER_USER/VIGIL_BROWSER_PASSWORD`);
+    }
+    await page.getByLabel('User name').fill(USER);
+    await page.getByLabel('Password', { exact: true }).fill(PASSWORD);
+    const tLogin = Date.now();
+    await page.getByLabel('Password', { exact: true }).press('Enter');
+    try {
+      await page.waitForURL((u) => u.pathname !== '/login', { timeout: TIMEOUT_S * 1000, waitUntil: 'domcontentloaded' });
+    } catch {
+      const msg = await page.locator('#message').textContent().catch(() => '');
+      throw new Error(`login as ${USER} failed (the login page says: ${msg || '-'})`);
+    }
+    log(`logged in as ${USER} in ${sec(Date.now() - tLogin)} s; now at ${page.url()}`);
+  }
   const tLoaded = Date.now();
   await page.waitForSelector('video', { state: 'attached', timeout: 10_000 });
 
