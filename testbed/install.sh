@@ -114,15 +114,18 @@ install_ipfs() {
 # SecantusDB in its own venv, built in place (venvs are not relocatable) and marked complete only after
 # the server and pymongo import; an incomplete folder (interrupted install) is removed and rebuilt.
 # nginx: a real reverse proxy with basic auth / a bearer check in front of an IPFS API (tests of the Kubo
-# client's auth), and later the load balancer. Only the binary is used: tests run private instances.
+# client's auth), TLS in front of vigil with deploy/nginx/vigil.conf (tests/tls.rs: openssl makes the
+# certificate, curl is the HTTPS client), and the HTTP benchmark (testbed/http-bench.sh: wrk is the load).
+# Only the binary is used: tests run private instances.
 install_nginx() {
-    apt_install nginx-light openssl
+    apt_install nginx-light openssl curl wrk
     # The package starts a system-wide nginx on port 80 (all interfaces): not ours to keep running.
     if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet nginx 2>/dev/null; then
         $SUDO systemctl stop nginx || true
         $SUDO systemctl disable nginx >/dev/null 2>&1 || true
     fi
     command -v nginx >/dev/null || die "nginx missing after apt-get install nginx-light"
+    command -v wrk >/dev/null || die "wrk missing after apt-get install wrk"
 }
 
 install_mongo() {
