@@ -11,7 +11,8 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -164,13 +165,16 @@ impl Principal {
     }
 }
 
-#[derive(Debug, Clone)]
+/// A live login session. Read on every request under a read lock; its last-seen times are atomics.
+#[derive(Debug)]
 struct LiveSession {
     user: String,
     csrf: String,
     created_ms: i64,
-    last_seen_ms: i64,
-    persisted_seen_ms: i64,
+    /// The user's `changed_ms` when the session began: a new password, role or scope ends the session.
+    user_changed_ms: i64,
+    last_seen_ms: AtomicI64,
+    persisted_seen_ms: AtomicI64,
 }
 
 #[derive(Default)]
@@ -186,6 +190,8 @@ struct Failures {
     count: u32,
     first_ms: i64,
     locked_until_ms: i64,
+    /// The refusals of this lockout were audited once already (a locked-out guesser cannot flood the log).
+    refusal_audited: bool,
 }
 
 /// Why a login was refused.
@@ -195,24 +201,38 @@ pub enum LoginError {
     Wrong,
     /// Too many failures: try again after this many seconds.
     Locked { retry_after_s: u64 },
+    /// More password checks at once than the box does (each costs 19 MiB and tens of ms): try again.
+    Busy,
 }
 
 /// A successful login: the cookie value to set and the session's CSRF token.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LoginOk {
     pub cookie_value: String,
     pub principal: Principal,
     pub csrf: String,
 }
 
+impl std::fmt::Debug for LoginOk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginOk")
+            .field("user", &self.principal.user)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Password checks run at once at most (argon2id: 19 MiB each); more answer `Busy` at once.
+const CONCURRENT_CHECKS: usize = 2;
+
 /// Authentication for one node.
 pub struct Auth {
     catalog: Arc<Catalog>,
     pub config: AuthConfig,
     key: [u8; 32],
-    directory: Mutex<Directory>,
-    sessions: Mutex<HashMap<String, LiveSession>>,
+    directory: RwLock<Directory>,
+    sessions: RwLock<HashMap<String, Arc<LiveSession>>>,
     failures: Mutex<HashMap<String, Failures>>,
+    checks: tokio::sync::Semaphore,
     /// A real hash to verify against when the user does not exist (the same time either way).
     dummy_hash: String,
     now_ms: Box<dyn Fn() -> i64 + Send + Sync>,
@@ -269,6 +289,17 @@ fn load_or_create_key(data_dir: &Path) -> Result<[u8; 32]> {
     Ok(key)
 }
 
+/// The failure-counter key of an address: IPv6 by its /64 (one host usually owns a whole /64).
+fn address_key(a: IpAddr) -> String {
+    match a {
+        IpAddr::V4(v4) => format!("addr:{v4}"),
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("addr:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+    }
+}
+
 impl Auth {
     /// Load users, tokens and live sessions; create the cookie key on first run. Blocking (call at start).
     pub fn open(catalog: Arc<Catalog>, config: AuthConfig, data_dir: &Path) -> Result<Auth> {
@@ -286,43 +317,40 @@ impl Auth {
             catalog,
             config,
             key,
-            directory: Mutex::new(Directory {
+            directory: RwLock::new(Directory {
                 version: -1,
                 ..Default::default()
             }),
-            sessions: Mutex::new(HashMap::new()),
+            sessions: RwLock::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
+            checks: tokio::sync::Semaphore::new(CONCURRENT_CHECKS),
             dummy_hash: hash_password("not a real password, only for timing")?,
             now_ms: Box::new(wall_ms),
         };
         auth.reload()?;
-        let now = auth.now();
-        let mut expired = Vec::new();
         {
-            let mut live = auth.sessions.lock().unwrap_or_else(|p| p.into_inner());
+            let mut live = auth.sessions_mut();
             for s in auth.catalog.web_sessions()? {
-                if auth.expired(s.created_ms, s.last_seen_ms, now) {
-                    expired.push(s.hash);
-                } else {
-                    live.insert(
-                        s.hash,
-                        LiveSession {
-                            user: s.user,
-                            csrf: s.csrf,
-                            created_ms: s.created_ms,
-                            last_seen_ms: s.last_seen_ms,
-                            persisted_seen_ms: s.last_seen_ms,
-                        },
-                    );
-                }
+                live.insert(
+                    s.hash,
+                    Arc::new(LiveSession {
+                        user: s.user,
+                        csrf: s.csrf,
+                        created_ms: s.created_ms,
+                        user_changed_ms: s.user_changed_ms,
+                        last_seen_ms: AtomicI64::new(s.last_seen_ms),
+                        persisted_seen_ms: AtomicI64::new(s.last_seen_ms),
+                    }),
+                );
             }
         }
-        auth.catalog.delete_web_sessions(&expired)?;
+        // Sessions of removed or changed users, and expired ones, go now (also from the catalog).
+        auth.sweep()?;
         if !auth.config.enabled {
             tracing::warn!(
                 "[auth] enabled = false: every camera and API is open to anyone who reaches the HTTP port"
             );
-        } else if auth.directory().users.is_empty() {
+        } else if auth.dir().users.is_empty() {
             tracing::warn!(
                 "no users yet: nobody can log in; add one with `vigil user add NAME --role admin --config …`"
             );
@@ -340,8 +368,16 @@ impl Auth {
         (self.now_ms)()
     }
 
-    fn directory(&self) -> std::sync::MutexGuard<'_, Directory> {
-        self.directory.lock().unwrap_or_else(|p| p.into_inner())
+    fn dir(&self) -> std::sync::RwLockReadGuard<'_, Directory> {
+        self.directory.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn sessions(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<LiveSession>>> {
+        self.sessions.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn sessions_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<LiveSession>>> {
+        self.sessions.write().unwrap_or_else(|p| p.into_inner())
     }
 
     fn expired(&self, created_ms: i64, last_seen_ms: i64, now: i64) -> bool {
@@ -349,12 +385,43 @@ impl Auth {
             || now - created_ms > self.config.absolute_hours as i64 * 3_600_000
     }
 
+    /// Whether a session still stands: not expired, its user still there and unchanged since it began.
+    fn valid(&self, d: &Directory, s: &LiveSession, now: i64) -> bool {
+        !self.expired(s.created_ms, s.last_seen_ms.load(Ordering::Relaxed), now)
+            && d.users
+                .get(&s.user)
+                .is_some_and(|u| u.changed_ms == s.user_changed_ms)
+    }
+
+    /// End every session that no longer stands (memory and catalog). Blocking; the web server calls it
+    /// about once a minute, so sessions nobody presents again do not pile up.
+    pub fn sweep(&self) -> Result<usize> {
+        let now = self.now();
+        let gone: Vec<String> = {
+            let d = self.dir();
+            let mut live = self.sessions_mut();
+            let gone: Vec<String> = live
+                .iter()
+                .filter(|(_, s)| !self.valid(&d, s, now))
+                .map(|(h, _)| h.clone())
+                .collect();
+            for h in &gone {
+                live.remove(h);
+            }
+            gone
+        };
+        if !gone.is_empty() {
+            self.catalog.delete_web_sessions(&gone)?;
+        }
+        Ok(gone.len())
+    }
+
     /// Reload users and tokens if anyone changed them (a cheap read of one counter otherwise); sessions of
-    /// removed users, or started before a user's password or role changed, end. Blocking: the web server
-    /// calls it from the blocking pool about once a second.
+    /// removed users, or started before a user's password, role or scope changed, end. Blocking: the web
+    /// server calls it from the blocking pool about once a second.
     pub fn reload(&self) -> Result<bool> {
         let version = self.catalog.auth_version()?;
-        if version == self.directory().version {
+        if version == self.dir().version {
             return Ok(false);
         }
         let users: HashMap<String, User> = self
@@ -370,14 +437,14 @@ impl Auth {
             .map(|t| (t.hash, t.user))
             .collect();
         {
-            let mut live = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+            let mut live = self.sessions_mut();
             live.retain(|_, s| {
                 users
                     .get(&s.user)
-                    .is_some_and(|u| u.changed_ms <= s.created_ms)
+                    .is_some_and(|u| u.changed_ms == s.user_changed_ms)
             });
         }
-        let mut d = self.directory();
+        let mut d = self.directory.write().unwrap_or_else(|p| p.into_inner());
         d.users = users;
         d.tokens = tokens;
         d.version = version;
@@ -385,7 +452,7 @@ impl Auth {
     }
 
     /// The user behind a request, from its `Authorization: Bearer` header or its session cookie.
-    /// `None`: not logged in (or the session expired). Never blocks.
+    /// `None`: not logged in (or the session expired). Never blocks: read locks and atomics only.
     pub fn authenticate(&self, bearer: Option<&str>, cookie: Option<&str>) -> Option<Principal> {
         if !self.config.enabled {
             return Some(Principal {
@@ -400,46 +467,43 @@ impl Auth {
         }
         if let Some(token) = bearer {
             let hash = sha256_hex(token.as_bytes());
-            let d = self.directory();
+            let d = self.dir();
             let user = d.tokens.get(&hash).and_then(|u| d.users.get(u))?;
             return Some(Principal::of(user, Via::Token));
         }
         let hash = self.verify_cookie(cookie?)?;
         let now = self.now();
-        let (user, csrf, created_ms, last_seen_ms, persist) = {
-            let mut live = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-            let s = live.get_mut(&hash)?;
-            if self.expired(s.created_ms, s.last_seen_ms, now) {
-                live.remove(&hash);
-                let catalog = self.catalog.clone();
-                let h = hash.clone();
-                std::thread::spawn(move || catalog.delete_web_sessions(&[h]));
-                return None;
-            }
-            s.last_seen_ms = now;
-            let persist = now - s.persisted_seen_ms >= TOUCH_EVERY_MS;
-            if persist {
-                s.persisted_seen_ms = now;
-            }
-            (
-                s.user.clone(),
-                s.csrf.clone(),
-                s.created_ms,
-                s.last_seen_ms,
-                persist,
-            )
-        };
-        if persist {
+        let s = self.sessions().get(&hash).cloned()?;
+        let d = self.dir();
+        if !self.valid(&d, &s, now) {
+            drop(d);
+            self.sessions_mut().remove(&hash);
+            let catalog = self.catalog.clone();
+            std::thread::spawn(move || catalog.delete_web_sessions(&[hash]));
+            return None;
+        }
+        s.last_seen_ms.store(now, Ordering::Relaxed);
+        let persisted = s.persisted_seen_ms.load(Ordering::Relaxed);
+        if now - persisted >= TOUCH_EVERY_MS
+            && s.persisted_seen_ms
+                .compare_exchange(persisted, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
             let catalog = self.catalog.clone();
             let h = hash.clone();
             // Off the request: a slow disk never delays an answer (losing it costs one minute of idle time).
             std::thread::spawn(move || catalog.touch_web_session(&h, now));
         }
-        let d = self.directory();
-        let u = d.users.get(&user)?;
-        let mut p = Principal::of(u, Via::Cookie { hash, csrf });
-        p.expires_ms = Some(created_ms + self.config.absolute_hours as i64 * 3_600_000);
-        p.idle_expires_ms = Some(last_seen_ms + self.config.idle_minutes as i64 * 60_000);
+        let u = d.users.get(&s.user)?;
+        let mut p = Principal::of(
+            u,
+            Via::Cookie {
+                hash,
+                csrf: s.csrf.clone(),
+            },
+        );
+        p.expires_ms = Some(s.created_ms + self.config.absolute_hours as i64 * 3_600_000);
+        p.idle_expires_ms = Some(now + self.config.idle_minutes as i64 * 60_000);
         Some(p)
     }
 
@@ -466,7 +530,7 @@ impl Auth {
     fn failure_keys(user: &str, addr: Option<IpAddr>) -> Vec<String> {
         let mut keys = vec![format!("user:{}", user.to_lowercase())];
         if let Some(a) = addr {
-            keys.push(format!("addr:{a}"));
+            keys.push(address_key(a));
         }
         keys
     }
@@ -483,26 +547,47 @@ impl Auth {
             })
     }
 
+    /// Whether this lockout's refusals still need their one audit line (and mark them audited).
+    fn first_refusal(&self, keys: &[String], now: i64) -> bool {
+        let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let mut first = false;
+        for k in keys {
+            if let Some(x) = f.get_mut(k)
+                && x.locked_until_ms > now
+                && !x.refusal_audited
+            {
+                x.refusal_audited = true;
+                first = true;
+            }
+        }
+        first
+    }
+
     fn record_failure(&self, keys: &[String], now: i64) {
         let window = self.config.lockout_minutes as i64 * 60_000;
         let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         if f.len() >= LIMITER_CAP {
             f.retain(|_, x| now - x.first_ms <= window || x.locked_until_ms > now);
             if f.len() >= LIMITER_CAP {
-                // Still full (an attack from many addresses): forget the oldest half.
-                let mut firsts: Vec<i64> = f.values().map(|x| x.first_ms).collect();
+                // Still full (an attack from many addresses): forget the oldest half of the counters that
+                // lock nothing; a lockout in force is never forgotten.
+                let mut firsts: Vec<i64> = f
+                    .values()
+                    .filter(|x| x.locked_until_ms <= now)
+                    .map(|x| x.first_ms)
+                    .collect();
                 firsts.sort_unstable();
-                let cut = firsts[firsts.len() / 2];
-                f.retain(|_, x| x.first_ms > cut);
+                if let Some(&cut) = firsts.get(firsts.len() / 2) {
+                    f.retain(|_, x| x.locked_until_ms > now || x.first_ms > cut);
+                }
             }
         }
         for k in keys {
             let x = f.entry(k.clone()).or_default();
             if now - x.first_ms > window && x.locked_until_ms <= now {
                 *x = Failures {
-                    count: 0,
                     first_ms: now,
-                    locked_until_ms: 0,
+                    ..Default::default()
                 };
             }
             x.count += 1;
@@ -511,14 +596,17 @@ impl Auth {
             } else {
                 self.config.lock_after_failures
             };
-            if x.count >= limit {
+            if x.count >= limit && x.locked_until_ms <= now {
                 x.locked_until_ms = now + window;
+                x.refusal_audited = false;
             }
         }
     }
 
     /// Check a user name and password. Slowed after `slow_after_failures` failures (per address and per
-    /// user), refused for `lockout_minutes` after `lock_after_failures`. Every outcome goes to the audit log.
+    /// user), refused for `lockout_minutes` after `lock_after_failures` (a user) or
+    /// `lock_address_after_failures` (an address). At most two checks run at once. Every outcome goes to the
+    /// audit log (a lockout's refusals once).
     pub async fn login(
         self: &Arc<Self>,
         name: &str,
@@ -527,16 +615,23 @@ impl Auth {
     ) -> std::result::Result<LoginOk, LoginError> {
         let now = self.now();
         let keys = Self::failure_keys(name, addr);
-        let (count, locked_until) = self.failures_of(&keys, now);
         let addr_s = addr.map(|a| a.to_string());
+        // Names that are no user are not written down: people type their password there by mistake.
+        let known = self.dir().users.contains_key(name);
+        let audit_name = if known { name } else { "-" };
+        let (count, locked_until) = self.failures_of(&keys, now);
         if locked_until > now {
             let retry_after_s = ((locked_until - now) as u64).div_ceil(1000);
-            self.audit(
-                "login_refused",
-                name,
-                addr_s.as_deref(),
-                &format!("locked out for {retry_after_s} s more after {count} failures"),
-            );
+            if self.first_refusal(&keys, now) {
+                self.audit(
+                    "login_refused",
+                    audit_name,
+                    addr_s.as_deref(),
+                    &format!(
+                        "locked out for {retry_after_s} s after {count} failures (further refusals not logged)"
+                    ),
+                );
+            }
             return Err(LoginError::Locked { retry_after_s });
         }
         if count >= self.config.slow_after_failures {
@@ -545,7 +640,10 @@ impl Auth {
             let extra = (count - self.config.slow_after_failures + 1).min(5);
             tokio::time::sleep(Duration::from_secs(extra as u64)).await;
         }
-        let user = self.directory().users.get(name).cloned();
+        let Ok(_permit) = self.checks.try_acquire() else {
+            return Err(LoginError::Busy);
+        };
+        let user = self.dir().users.get(name).cloned();
         let hash = user
             .as_ref()
             .map_or(self.dummy_hash.clone(), |u| u.hash.clone());
@@ -556,12 +654,15 @@ impl Auth {
             && user.is_some();
         let Some(user) = user.filter(|_| ok) else {
             self.record_failure(&keys, now);
-            let why = if self.directory().users.contains_key(name) {
-                "wrong password"
+            let why = if known {
+                "wrong password".to_string()
             } else {
-                "unknown user"
+                format!(
+                    "unknown user (a name of {} characters)",
+                    name.chars().count()
+                )
             };
-            self.audit("login_failed", name, addr_s.as_deref(), why);
+            self.audit("login_failed", audit_name, addr_s.as_deref(), &why);
             return Err(LoginError::Wrong);
         };
         // The user's count starts over; the address's does not (one good account must not reset a
@@ -580,6 +681,9 @@ impl Auth {
             csrf: csrf.clone(),
             created_ms: now,
             last_seen_ms: now,
+            // The version of the user the password was checked against: if it changed meanwhile, the next
+            // reload (and any restart) ends this session.
+            user_changed_ms: user.changed_ms,
         };
         let catalog = self.catalog.clone();
         let saved = catalog.run(move |c| c.save_web_session(&stored)).await;
@@ -587,19 +691,17 @@ impl Auth {
             // Still usable until vigil restarts (sessions live in memory; the catalog lets them outlive a restart).
             tracing::warn!(user = %user.name, "login session not saved in the catalog: {e}");
         }
-        self.sessions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(
-                hash.clone(),
-                LiveSession {
-                    user: user.name.clone(),
-                    csrf: csrf.clone(),
-                    created_ms: now,
-                    last_seen_ms: now,
-                    persisted_seen_ms: now,
-                },
-            );
+        self.sessions_mut().insert(
+            hash.clone(),
+            Arc::new(LiveSession {
+                user: user.name.clone(),
+                csrf: csrf.clone(),
+                created_ms: now,
+                user_changed_ms: user.changed_ms,
+                last_seen_ms: AtomicI64::new(now),
+                persisted_seen_ms: AtomicI64::new(now),
+            }),
+        );
         self.audit("login", name, addr_s.as_deref(), "session started");
         let mut principal = Principal::of(
             &user,
@@ -620,10 +722,7 @@ impl Auth {
     /// End a login session.
     pub async fn logout(self: &Arc<Self>, p: &Principal, addr: Option<IpAddr>) {
         if let Via::Cookie { hash, .. } = &p.via {
-            self.sessions
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(hash);
+            self.sessions_mut().remove(hash);
             let h = hash.clone();
             if let Err(e) = self.catalog.run(move |c| c.delete_web_sessions(&[h])).await {
                 tracing::warn!(user = %p.user, "logout not saved in the catalog: {e}");
@@ -769,6 +868,86 @@ mod tests {
                 .await
                 .is_ok()
         );
+    }
+
+    #[tokio::test]
+    async fn a_login_checked_against_the_old_password_ends_with_the_next_reload_and_a_restart() {
+        let (auth, _clock, dir) = setup(AuthConfig::default());
+        // The password changes in the catalog; this server has not reloaded yet, so a login with the old
+        // password still passes…
+        auth.catalog
+            .set_password("alice", &hash_password("a brand new password").unwrap())
+            .unwrap();
+        let ok = auth
+            .login("alice", "correct horse battery", None)
+            .await
+            .unwrap();
+        assert!(auth.authenticate(None, Some(&ok.cookie_value)).is_some());
+        // …until the reload: the session began with the old user.
+        auth.reload().unwrap();
+        assert!(auth.authenticate(None, Some(&ok.cookie_value)).is_none());
+        // Nor does it come back after a restart (it was saved after the password change deleted sessions).
+        let again = Auth::open(auth.catalog.clone(), AuthConfig::default(), dir.path()).unwrap();
+        assert!(again.authenticate(None, Some(&ok.cookie_value)).is_none());
+        assert!(auth.catalog.web_sessions().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn at_most_two_password_checks_run_at_once() {
+        let (auth, _clock, _dir) = setup(AuthConfig::default());
+        let tries: Vec<_> = (0..12)
+            .map(|i| {
+                let a = auth.clone();
+                tokio::spawn(async move { a.login("alice", &format!("guess {i}"), None).await })
+            })
+            .collect();
+        let mut busy = 0;
+        let mut wrong = 0;
+        for t in tries {
+            match t.await.unwrap() {
+                Err(LoginError::Busy) => busy += 1,
+                Err(LoginError::Wrong) => wrong += 1,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(
+            busy >= 1 && wrong >= 1 && busy + wrong == 12,
+            "{busy} busy, {wrong} wrong"
+        );
+        // The limiter counted only the checks that ran.
+        assert_eq!(
+            auth.failures_of(&Auth::failure_keys("alice", None), auth.now())
+                .0,
+            wrong
+        );
+    }
+
+    #[tokio::test]
+    async fn a_session_outlives_a_restart_with_the_same_key_and_not_a_new_key() {
+        let (auth, _clock, dir) = setup(AuthConfig::default());
+        let ok = auth
+            .login("alice", "correct horse battery", None)
+            .await
+            .unwrap();
+        let again = Auth::open(auth.catalog.clone(), AuthConfig::default(), dir.path()).unwrap();
+        assert_eq!(
+            again
+                .authenticate(None, Some(&ok.cookie_value))
+                .unwrap()
+                .user,
+            "alice"
+        );
+        std::fs::remove_file(dir.path().join("auth.key")).unwrap();
+        let rekeyed = Auth::open(auth.catalog.clone(), AuthConfig::default(), dir.path()).unwrap();
+        assert!(rekeyed.authenticate(None, Some(&ok.cookie_value)).is_none());
+    }
+
+    #[test]
+    fn ipv6_addresses_are_counted_by_their_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        assert_eq!(address_key(a), address_key(b));
+        assert_eq!(address_key("10.0.0.1".parse().unwrap()), "addr:10.0.0.1");
     }
 
     #[tokio::test]

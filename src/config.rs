@@ -868,10 +868,16 @@ impl Config {
                 format!("{:?}: auto, always or never", a.secure_cookies),
             );
         }
-        if a.idle_minutes == 0 || a.absolute_hours == 0 || a.lockout_minutes == 0 {
+        if !(1..=10_080).contains(&a.idle_minutes)
+            || !(1..=8_760).contains(&a.absolute_hours)
+            || !(1..=10_080).contains(&a.lockout_minutes)
+        {
             bad(
                 "auth".into(),
-                "idle_minutes, absolute_hours and lockout_minutes must be at least 1".into(),
+                format!(
+                    "idle_minutes ({}) and lockout_minutes ({}) must be 1 to 10080 (a week), absolute_hours ({}) 1 to 8760 (a year)",
+                    a.idle_minutes, a.lockout_minutes, a.absolute_hours
+                ),
             );
         }
         if a.lock_address_after_failures < a.lock_after_failures {

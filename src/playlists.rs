@@ -88,9 +88,9 @@ impl Today {
         6 * hls::target_duration_of(&self.entries, self.target_duration)
     }
 
-    fn playlist(&self, skipped: usize) -> Playlist<'_> {
+    fn playlist(&self, skipped: usize, sliding: bool) -> Playlist<'_> {
         Playlist {
-            kind: self.kind,
+            kind: if sliding { Kind::Live } else { self.kind },
             target_duration: self.target_duration,
             media_sequence: self.media_sequence,
             discontinuity_sequence: self.discontinuity_sequence,
@@ -100,16 +100,17 @@ impl Today {
         }
     }
 
-    /// The whole playlist.
-    pub fn render(&self) -> String {
-        hls::render(&self.playlist(0))
+    /// The whole playlist. `sliding`: without PLAYLIST-TYPE (for `day.m3u8` without a date, which moves on to
+    /// the next day at midnight: a sliding playlist may lose its start, an EVENT playlist may not).
+    pub fn render(&self, sliding: bool) -> String {
+        hls::render(&self.playlist(0, sliding))
     }
 
     /// A Playlist Delta Update (`_HLS_skip=YES`): the same playlist with its older part replaced by
     /// `#EXT-X-SKIP`, so a reload costs O(the last few segments) instead of O(the day so far).
-    pub fn render_delta(&self) -> String {
+    pub fn render_delta(&self, sliding: bool) -> String {
         let skipped = hls::skippable(&self.entries, self.skip_until_s());
-        hls::render(&self.playlist(skipped))
+        hls::render(&self.playlist(skipped, sliding))
     }
 }
 
@@ -360,9 +361,9 @@ mod tests {
                 prop_assert!(pl.playlist_type.is_none());
                 prop_assert!(pl.segments.len() <= window);
                 let built = today(&c, "cam", day_from, day_to, 10).unwrap();
-                let text = built.render();
+                let text = built.render(false);
                 // Its delta update is the same playlist with a prefix skipped, never the last Skip Boundary.
-                let delta = built.render_delta();
+                let delta = built.render_delta(false);
                 let full = parse(&text);
                 let skipped: usize = delta
                     .lines()
@@ -426,8 +427,8 @@ mod tests {
             }
         }
         let built = today(&c, "cam", 0, 86_400_000, 2).unwrap();
-        let full = built.render();
-        let delta = built.render_delta();
+        let full = built.render(false);
+        let delta = built.render_delta(false);
         assert_eq!(built.skip_until_s(), 12);
         assert!(
             full.contains("#EXT-X-SERVER-CONTROL:CAN-SKIP-UNTIL=12.0\n"),

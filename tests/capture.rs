@@ -138,10 +138,19 @@ fn records_segments_whose_catalogue_matches_the_files_and_serves_them() {
     );
     assert_eq!(part.status, 206);
     assert_eq!(part.body, file[188..376]);
-    let day = vigil.get("/cameras/cam1/day.m3u8").text();
+    // Today by its date: an EVENT playlist; without a date it follows the days (sliding at midnight).
+    let today = jiff::Zoned::now().date();
+    let day = vigil
+        .get(&format!("/cameras/cam1/day.m3u8?date={today}"))
+        .text();
     assert!(
         day.contains("#EXT-X-PLAYLIST-TYPE:EVENT") && !day.contains("#EXT-X-ENDLIST"),
         "{day}"
+    );
+    let undated = vigil.get("/cameras/cam1/day.m3u8").text();
+    assert!(
+        !undated.contains("#EXT-X-PLAYLIST-TYPE") && !undated.contains("#EXT-X-ENDLIST"),
+        "{undated}"
     );
     assert_eq!(vigil.get("/cameras/cam9/live.m3u8").status, 404);
     for bad in [

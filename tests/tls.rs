@@ -448,7 +448,7 @@ fn behind_the_documented_nginx_logins_are_tls_only_and_nginx_sends_the_video() {
     // vigil's caching rule comes along with the redirect.
     assert_eq!(
         seg.header("cache-control").as_deref(),
-        Some("max-age=86400, immutable"),
+        Some("private, max-age=86400, immutable"),
         "{seg:?}"
     );
     // A byte range (players and download tools ask for them) is answered by nginx from the file too.

@@ -166,7 +166,8 @@ const MIGRATIONS: &[&str] = &[
         user         TEXT    NOT NULL,
         csrf         TEXT    NOT NULL,
         created_ms   INTEGER NOT NULL,
-        last_seen_ms INTEGER NOT NULL
+        last_seen_ms INTEGER NOT NULL,
+        user_changed_ms INTEGER NOT NULL
     );
     CREATE TABLE api_tokens (
         id           INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -76,6 +76,8 @@ pub struct StoredSession {
     pub csrf: String,
     pub created_ms: i64,
     pub last_seen_ms: i64,
+    /// The user's `changed_ms` when the session began (the session ends when it moves).
+    pub user_changed_ms: i64,
 }
 
 /// An API token as stored (`hash` is the SHA-256 of the token).
@@ -234,7 +236,7 @@ impl Catalog {
     pub fn web_sessions(&self) -> Result<Vec<StoredSession>> {
         self.read(|c| {
             let mut st =
-                c.prepare("SELECT hash, user, csrf, created_ms, last_seen_ms FROM web_sessions")?;
+                c.prepare("SELECT hash, user, csrf, created_ms, last_seen_ms, user_changed_ms FROM web_sessions")?;
             let rows = st.query_map([], |r| {
                 Ok(StoredSession {
                     hash: r.get(0)?,
@@ -242,6 +244,7 @@ impl Catalog {
                     csrf: r.get(2)?,
                     created_ms: r.get(3)?,
                     last_seen_ms: r.get(4)?,
+                    user_changed_ms: r.get(5)?,
                 })
             })?;
             rows.collect()
@@ -251,9 +254,9 @@ impl Catalog {
     pub fn save_web_session(&self, s: &StoredSession) -> Result<()> {
         self.writer()
             .execute(
-                "INSERT OR REPLACE INTO web_sessions (hash, user, csrf, created_ms, last_seen_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![s.hash, s.user, s.csrf, s.created_ms, s.last_seen_ms],
+                "INSERT OR REPLACE INTO web_sessions (hash, user, csrf, created_ms, last_seen_ms, user_changed_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![s.hash, s.user, s.csrf, s.created_ms, s.last_seen_ms, s.user_changed_ms],
             )
             .map_err(Error::from_sql)?;
         Ok(())
@@ -422,6 +425,7 @@ mod tests {
             csrf: "c".into(),
             created_ms: 1,
             last_seen_ms: 1,
+            user_changed_ms: 1,
         })
         .unwrap();
         let id = c.add_token("t", "alice", "nvr-sync").unwrap();

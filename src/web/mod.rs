@@ -266,11 +266,17 @@ async fn day(
         Ok(c) => c.clone(),
         Err(r) => return r,
     };
+    // Once: a request at midnight must not see two different days.
     let today = jiff::Timestamp::now().to_zoned(state.tz.clone()).date();
-    let date = match parse_date(&state, q.date.as_deref()) {
-        Ok(d) => d,
-        Err(r) => return r,
+    let date = match q.date.as_deref() {
+        None => today,
+        Some(_) => match parse_date(&state, q.date.as_deref()) {
+            Ok(d) => d,
+            Err(r) => return r,
+        },
     };
+    // Without a date the playlist follows the days: sliding (no PLAYLIST-TYPE), since at midnight it moves on.
+    let sliding = q.date.is_none();
     let (from, to) = match day_bounds(&state.tz, date) {
         Ok(b) => b,
         Err(m) => return bad_request(m),
@@ -278,7 +284,7 @@ async fn day(
     let catalog = state.catalog.clone();
     if date == today {
         // Built once per new segment, whoever asks; a client reloading with `_HLS_skip` gets a delta update.
-        let key = format!("day/{}/{date}", cam.id);
+        let key = format!("day/{}/{date}/{sliding}", cam.id);
         let version = state.catalog.segments_version();
         let (full, built) = match state.playlists.get(&key, version) {
             Some((full, Some(built))) => (full, built),
@@ -291,7 +297,7 @@ async fn day(
                     Ok(b) => Arc::new(b),
                     Err(r) => return r,
                 };
-                let full = bytes::Bytes::from(built.render());
+                let full = bytes::Bytes::from(built.render(sliding));
                 state
                     .playlists
                     .put(key, version, full.clone(), Some(built.clone()));
@@ -299,8 +305,9 @@ async fn day(
             }
         };
         return match q.skip.as_deref() {
-            None | Some("NO") => playlist_response(full, "no-cache"),
-            Some("YES" | "v2") => playlist_response(built.render_delta(), "no-cache"),
+            // v2 also asks to skip date ranges (which need version 10): answered with the whole playlist.
+            None | Some("NO" | "v2") => playlist_response(full, "no-cache"),
+            Some("YES") => playlist_response(built.render_delta(sliding), "no-cache"),
             Some(other) => bad_request(format!("_HLS_skip={other:?}: YES, v2 or NO")),
         };
     }
@@ -505,7 +512,7 @@ fn whole_segment(
     }
     HttpResponse::Ok()
         .insert_header((CONTENT_TYPE, "video/mp2t"))
-        .insert_header((CACHE_CONTROL, "max-age=86400, immutable"))
+        .insert_header((CACHE_CONTROL, "private, max-age=86400, immutable"))
         .insert_header((actix_web::http::header::ETAG, etag))
         .insert_header((actix_web::http::header::ACCEPT_RANGES, "bytes"))
         // Video does not compress: the Compress middleware leaves it alone.
@@ -555,7 +562,7 @@ async fn segment(
         // nginx sends the file from its internal location; vigil only authorised and resolved it.
         return HttpResponse::Ok()
             .insert_header((CONTENT_TYPE, "video/mp2t"))
-            .insert_header((CACHE_CONTROL, "max-age=86400, immutable"))
+            .insert_header((CACHE_CONTROL, "private, max-age=86400, immutable"))
             .insert_header(("X-Accel-Redirect", format!("{prefix}{}", row.path)))
             .finish();
     }
@@ -594,7 +601,9 @@ async fn segment(
                 .into_response(&req);
             resp.headers_mut().insert(
                 CACHE_CONTROL,
-                actix_web::http::header::HeaderValue::from_static("max-age=86400, immutable"),
+                actix_web::http::header::HeaderValue::from_static(
+                    "private, max-age=86400, immutable",
+                ),
             );
             // Video does not compress: tell the Compress middleware to leave segments alone.
             resp.headers_mut().insert(
@@ -668,10 +677,20 @@ fn start(
     // Users, tokens and sessions changed by `vigil user …` (another process) take effect within a second.
     let reload = async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-        loop {
+        for n in 0u64.. {
             tick.tick().await;
             let a = auth.clone();
-            match tokio::task::spawn_blocking(move || a.reload()).await {
+            // Once a minute, also end the sessions nobody will present again (expired, user changed).
+            let sweep = n % 60 == 59;
+            match tokio::task::spawn_blocking(move || {
+                let changed = a.reload()?;
+                if sweep {
+                    a.sweep()?;
+                }
+                Ok::<_, crate::Error>(changed)
+            })
+            .await
+            {
                 Ok(Ok(true)) => {
                     tracing::info!(actor = %reload_path, "users or tokens changed: reloaded")
                 }

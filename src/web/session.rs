@@ -70,6 +70,12 @@ pub async fn login(
                 }))
         }
         Err(LoginError::Wrong) => error(StatusCode::UNAUTHORIZED, "wrong user name or password"),
+        Err(LoginError::Busy) => HttpResponse::ServiceUnavailable()
+            .insert_header((RETRY_AFTER, "1"))
+            .json(serde_json::json!({
+                "error": "too many logins at once; try again in a second",
+                "retry_after_seconds": 1,
+            })),
         Err(LoginError::Locked { retry_after_s }) => HttpResponse::TooManyRequests()
             .insert_header((RETRY_AFTER, retry_after_s.to_string()))
             .json(serde_json::json!({
