@@ -245,8 +245,9 @@ fn a_client_logs_in_sees_its_cameras_scrubs_back_replays_across_a_join_and_switc
     body.replace_range(i..i + 24, "factory_id = \"factory-b\"");
     let path = dir.path().join("vigil.toml");
     std::fs::write(&path, body).unwrap();
-    let add = Command::new(VIGIL)
-        .args([
+    let added = vigil_cli(
+        &path,
+        &[
             "user",
             "add",
             "carol",
@@ -254,21 +255,11 @@ fn a_client_logs_in_sees_its_cameras_scrubs_back_replays_across_a_join_and_switc
             "client",
             "--factory",
             "factory-a",
-        ])
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(
-        add.status.success(),
-        "{}",
-        String::from_utf8_lossy(&add.stderr)
+        ],
+        "",
     );
-    let password = String::from_utf8_lossy(&add.stdout)
-        .split_whitespace()
-        .last()
-        .unwrap()
-        .to_string();
+    // "added client user carol; password (shown once): <password>"
+    let password = added.split_whitespace().last().unwrap().to_string();
     let mut vigil = Vigil::start(&path);
     wait_until(
         "live footage of cam1 and cam2",

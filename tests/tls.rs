@@ -18,7 +18,6 @@
 
 mod support;
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -262,23 +261,9 @@ fn curl(dir: &Path, url: &str, args: &[&str]) -> Answer {
 }
 
 fn add_user(config: &Path, name: &str, pw: &str, role: &[&str]) {
-    let mut child = Command::new(VIGIL)
-        .args(["user", "add", name, "--password-stdin"])
-        .args(role)
-        .arg("--config")
-        .arg(config)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    writeln!(child.stdin.take().unwrap(), "{pw}").unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "vigil user add {name}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut args = vec!["user", "add", name, "--password-stdin"];
+    args.extend_from_slice(role);
+    vigil_cli(config, &args, &format!("{pw}\n"));
 }
 
 #[test]

@@ -143,15 +143,18 @@ fn unsafe_method(m: &Method) -> bool {
     !matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
+fn app_state(req: &ServiceRequest) -> web::Data<State> {
+    req.app_data::<web::Data<State>>()
+        .expect("the app has its state")
+        .clone()
+}
+
 /// The app-wide guard (see the module doc).
 pub async fn authenticate(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let state = req
-        .app_data::<web::Data<State>>()
-        .expect("the app has its state")
-        .clone();
+    let state = app_state(&req);
     if unsafe_method(req.method()) && !origin_ok(req.request()) {
         let resp = error(
             actix_web::http::StatusCode::FORBIDDEN,
@@ -216,10 +219,7 @@ pub async fn camera_scope(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let state = req
-        .app_data::<web::Data<State>>()
-        .expect("the app has its state")
-        .clone();
+    let state = app_state(&req);
     let id = req
         .match_info()
         .get("camera")

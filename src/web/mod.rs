@@ -336,6 +336,17 @@ fn parse_time(name: &str, v: &Option<String>) -> Result<i64, HttpResponse> {
         .map_err(|e| bad_request(format!("{name}={v:?} is not an RFC 3339 time ({e})")))
 }
 
+/// The camera of the path and the query's range.
+fn camera_and_range(
+    state: &State,
+    camera_id: &str,
+    q: &RangeQuery,
+) -> Result<(CameraInfo, i64, i64), HttpResponse> {
+    let cam = camera(state, camera_id)?.clone();
+    let (from, to) = check_range(q)?;
+    Ok((cam, from, to))
+}
+
 /// `from` and `to` as RFC 3339, `from` < `to`, at most a day apart.
 fn check_range(q: &RangeQuery) -> Result<(i64, i64), HttpResponse> {
     let (from, to) = (parse_time("from", &q.from)?, parse_time("to", &q.to)?);
@@ -356,12 +367,8 @@ async fn vod(
     path: web::Path<String>,
     q: web::Query<RangeQuery>,
 ) -> HttpResponse {
-    let cam = match camera(&state, &path) {
-        Ok(c) => c.clone(),
-        Err(r) => return r,
-    };
-    let (from, to) = match check_range(&q) {
-        Ok(r) => r,
+    let (cam, from, to) = match camera_and_range(&state, &path, &q) {
+        Ok(x) => x,
         Err(r) => return r,
     };
     let catalog = state.catalog.clone();
@@ -433,12 +440,8 @@ async fn download(
     q: web::Query<RangeQuery>,
 ) -> HttpResponse {
     use futures_util::StreamExt as _;
-    let cam = match camera(&state, &path) {
-        Ok(c) => c.clone(),
-        Err(r) => return r,
-    };
-    let (from, to) = match check_range(&q) {
-        Ok(r) => r,
+    let (cam, from, to) = match camera_and_range(&state, &path, &q) {
+        Ok(x) => x,
         Err(r) => return r,
     };
     let (catalog, data_dir) = (state.catalog.clone(), state.data_dir.clone());

@@ -230,6 +230,35 @@ pub fn config_with_auth(data_dir: &Path, cameras: &[(&str, String)], extra_top: 
     s
 }
 
+/// Runs `vigil ARGS --config CONFIG` (a `user` or `token` command) with `stdin` as its input; panics unless
+/// it succeeds; returns what it printed.
+pub fn vigil_cli(config: &Path, args: &[&str], stdin: &str) -> String {
+    use std::io::Write as _;
+    let mut child = Command::new(VIGIL)
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "vigil {args:?}: {text}");
+    text
+}
+
 /// A running `vigil run` whose stderr lines arrive on a channel.
 pub struct Vigil {
     pub child: Child,
