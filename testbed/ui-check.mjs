@@ -9,6 +9,7 @@
 // Needs: the same as browser-check.mjs: Debian's Chromium at /usr/bin/chromium (testbed/install-browser.sh) and
 //        playwright-core from ui/'s lockfile ($VIGIL_UI_NODE_MODULES or testbed/npm-cache.sh).
 // Env:   VIGIL_UI_TIMEOUT   seconds each step may wait (default 30)
+//        VIGIL_UI_PHONE     set: run as a mid-range phone on 4G (390x844 touch, CPU 4x slower, 9 Mbit/s, 85 ms)
 //        VIGIL_UI_REPLAY_CAMERA  camera of step 6 (default: the first camera, the one shown after login)
 //        CHROMIUM           browser binary (default /usr/bin/chromium)
 //
@@ -135,10 +136,24 @@ async function plays(what, advance, seconds, { allowEnd = false } = {}) {
 }
 
 try {
+  // VIGIL_UI_PHONE=1: a mid-range phone on 4G: 390x844 touch screen, CPU 4x slower, 9 Mbit/s down, 85 ms RTT.
+  const phone = !!process.env.VIGIL_UI_PHONE;
   context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: CHROMIUM, headless: true, args: FLAGS, viewport: { width: 1280, height: 900 },
+    executablePath: CHROMIUM, headless: true, args: FLAGS,
+    ...(phone
+      ? { viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true, deviceScaleFactor: 3 }
+      : { viewport: { width: 1280, height: 900 } }),
   });
   page = context.pages()[0] || (await context.newPage());
+  if (phone) {
+    const cdp = await context.newCDPSession(page);
+    await cdp.send('Network.enable');
+    await cdp.send('Network.emulateNetworkConditions', {
+      offline: false, latency: 85, downloadThroughput: (9e6 / 8), uploadThroughput: (3e6 / 8),
+    });
+    await cdp.send('Emulation.setCPUThrottlingRate', { rate: 4 });
+    log('phone profile: 390x844, CPU 4x slower, 9/3 Mbit/s, 85 ms RTT');
+  }
   page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(m.text()); });
   page.on('pageerror', (e) => pageErrors.push(e.message));
   page.on('response', (r) => { if (r.status() >= 400) httpErrors.push(`${r.status()} ${r.request().method()} ${new URL(r.url()).pathname}`); });
