@@ -17,25 +17,16 @@
 // screenshot, prints the figures (time to first frame, currentTime advance, non-fatal hls.js errors from
 // window.vigil.errors) and exits 0 on success, 1 on failure, 2 on bad usage or a missing prerequisite.
 
-import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, mkdirSync } from 'node:fs';
-import { createRequire } from 'node:module';
+import { mkdtempSync, rmSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { CHROMIUM, FLAGS, loadChromium } from './browser-lib.mjs';
 
-const here = dirname(fileURLToPath(import.meta.url));
 const [url, shot, argUser, argPassword] = process.argv.slice(2);
 const USER = argUser ?? process.env.VIGIL_BROWSER_USER;
 const PASSWORD = argPassword ?? process.env.VIGIL_BROWSER_PASSWORD;
 const TIMEOUT_S = Number(process.env.VIGIL_BROWSER_TIMEOUT || 30);
 const ADVANCE_S = Number(process.env.VIGIL_BROWSER_ADVANCE || 4);
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
-const FLAGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync',
-  '--autoplay-policy=no-user-gesture-required',
-];
 
 const log = (msg) => console.log(`[browser-check] ${msg}`);
 function usage(msg) {
@@ -46,23 +37,8 @@ function usage(msg) {
 
 if (!url || !shot) usage('URL and SCREENSHOT path are required');
 try { new URL(url); } catch { usage(`not a URL: ${url}`); }
-if (!existsSync(CHROMIUM)) usage(`${CHROMIUM} missing: run testbed/install-browser.sh`);
 
-function nodeModules() {
-  if (process.env.VIGIL_UI_NODE_MODULES) return process.env.VIGIL_UI_NODE_MODULES;
-  try {
-    return execFileSync(join(here, 'npm-cache.sh'), { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim();
-  } catch {
-    usage('testbed/npm-cache.sh failed: cannot find playwright-core');
-  }
-}
-const nm = nodeModules();
-let chromium;
-try {
-  ({ chromium } = createRequire(join(nm, 'noop.js'))('playwright-core'));
-} catch (e) {
-  usage(`cannot load playwright-core from ${nm}: ${e.message}`);
-}
+const chromium = loadChromium(usage);
 
 const userDataDir = mkdtempSync(join(tmpdir(), 'vigil-browser-check-'));
 let context;

@@ -28,22 +28,13 @@
 //      range with no footage says "No footage in this range".
 //   7. screenshot to SHOT.png; Log out; /api/me then answers 401.
 
-import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, mkdirSync } from 'node:fs';
-import { createRequire } from 'node:module';
+import { mkdtempSync, rmSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { CHROMIUM, FLAGS, loadChromium } from './browser-lib.mjs';
 
-const here = dirname(fileURLToPath(import.meta.url));
 const [base, user, password, expectArg, shot, replayFrom, replayTo] = process.argv.slice(2);
 const STEP_S = Number(process.env.VIGIL_UI_TIMEOUT || 30);
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
-const FLAGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync',
-  '--autoplay-policy=no-user-gesture-required',
-];
 
 const log = (msg) => console.log(`[ui-check] ${msg}`);
 const ok = (msg) => log(`ok ${msg}`);
@@ -63,23 +54,8 @@ const expectCameras = expectArg.split(',').map((s) => s.trim()).filter(Boolean).
 if ((replayFrom && !replayTo) || (replayFrom && (Number.isNaN(Date.parse(replayFrom)) || Number.isNaN(Date.parse(replayTo))))) {
   usage('REPLAY_FROM and REPLAY_TO must both be RFC 3339 times');
 }
-if (!existsSync(CHROMIUM)) usage(`${CHROMIUM} missing: run testbed/install-browser.sh`);
 
-function nodeModules() {
-  if (process.env.VIGIL_UI_NODE_MODULES) return process.env.VIGIL_UI_NODE_MODULES;
-  try {
-    return execFileSync(join(here, 'npm-cache.sh'), { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim();
-  } catch {
-    usage('testbed/npm-cache.sh failed: cannot find playwright-core');
-  }
-}
-const nm = nodeModules();
-let chromium;
-try {
-  ({ chromium } = createRequire(join(nm, 'noop.js'))('playwright-core'));
-} catch (e) {
-  usage(`cannot load playwright-core from ${nm}: ${e.message}`);
-}
+const chromium = loadChromium(usage);
 
 const sec = (ms) => (ms / 1000).toFixed(2);
 const userDataDir = mkdtempSync(join(tmpdir(), 'vigil-ui-check-'));
