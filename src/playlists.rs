@@ -153,6 +153,20 @@ pub fn today(
     })
 }
 
+/// The segments of a camera that overlap `[from_ms, to_ms)`: those that start in it and the one already running
+/// at `from_ms` (a segment is at most a few minutes long; two are looked back for). Oldest first.
+pub fn overlapping(
+    catalog: &Catalog,
+    camera: &str,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Vec<Segment>> {
+    const LOOK_BACK_MS: i64 = 120_000;
+    let mut rows = catalog.range(camera, from_ms.saturating_sub(LOOK_BACK_MS), to_ms)?;
+    rows.retain(|s| s.start_ms + s.duration_ms > from_ms);
+    Ok(rows)
+}
+
 /// A finished range as VOD: segments that start in `[from_ms, to_ms)`, plus the one already running at
 /// `from_ms` when `include_running` (a segment is at most a few minutes long; two are looked back for).
 pub fn vod(
@@ -163,11 +177,8 @@ pub fn vod(
     include_running: bool,
     configured_target: u64,
 ) -> Result<String> {
-    const LOOK_BACK_MS: i64 = 120_000;
     let mut rows = if include_running {
-        let mut rows = catalog.range(camera, from_ms.saturating_sub(LOOK_BACK_MS), to_ms)?;
-        rows.retain(|s| s.start_ms + s.duration_ms > from_ms);
-        rows
+        overlapping(catalog, camera, from_ms, to_ms)?
     } else {
         catalog.range(camera, from_ms, to_ms)?
     };

@@ -163,27 +163,25 @@ fn playlist_response(
         .body(body)
 }
 
-/// A playlist from the cache while the catalog's segments have not changed since it was built, else built
-/// (off the async workers) and kept: many viewers of a camera cost one build per new segment.
+/// A playlist from the cache while the catalog's segments have not changed since it was built, else built and
+/// rendered off the async workers, and kept: many viewers of a camera cost one build per new segment. `build`
+/// returns the rendering and, for today's playlists, what it was rendered from (delta updates need it).
 async fn cached_playlist(
     state: &State,
     key: String,
-    cache_control: &'static str,
-    build: impl FnOnce() -> crate::Result<String> + Send + 'static,
-) -> HttpResponse {
+    build: impl FnOnce() -> crate::Result<(String, Option<Arc<playlists::Today>>)> + Send + 'static,
+) -> Result<(bytes::Bytes, Option<Arc<playlists::Today>>), HttpResponse> {
     // Read before building: a segment catalogued meanwhile leaves the entry stale, never wrong.
     let version = state.catalog.segments_version();
-    if let Some((body, _)) = state.playlists.get(&key, version) {
-        return playlist_response(body, cache_control);
+    if let Some(hit) = state.playlists.get(&key, version) {
+        return Ok(hit);
     }
-    match blocking(build).await {
-        Ok(body) => {
-            let body = bytes::Bytes::from(body);
-            state.playlists.put(key, version, body.clone(), None);
-            playlist_response(body, cache_control)
-        }
-        Err(r) => r,
-    }
+    let (body, built) = blocking(build).await?;
+    let body = bytes::Bytes::from(body);
+    state
+        .playlists
+        .put(key, version, body.clone(), built.clone());
+    Ok((body, built))
 }
 
 /// Runs a catalog-bound closure off the async workers.
@@ -215,10 +213,17 @@ async fn live(state: web::Data<State>, path: web::Path<String>) -> HttpResponse 
     };
     let (catalog, window) = (state.catalog.clone(), state.live_window);
     let key = format!("live/{}", cam.id);
-    cached_playlist(&state, key, "no-cache", move || {
-        playlists::live(&catalog, &cam.id, window, cam.target_duration)
+    let built = cached_playlist(&state, key, move || {
+        Ok((
+            playlists::live(&catalog, &cam.id, window, cam.target_duration)?,
+            None,
+        ))
     })
-    .await
+    .await;
+    match built {
+        Ok((body, _)) => playlist_response(body, "no-cache"),
+        Err(r) => r,
+    }
 }
 
 #[derive(Deserialize)]
@@ -283,32 +288,25 @@ async fn day(
     };
     let catalog = state.catalog.clone();
     if date == today {
+        let delta = match q.skip.as_deref() {
+            // v2 also asks to skip date ranges (which need version 10): answered with the whole playlist.
+            None | Some("NO" | "v2") => false,
+            Some("YES") => true,
+            Some(other) => return bad_request(format!("_HLS_skip={other:?}: YES, v2 or NO")),
+        };
         // Built once per new segment, whoever asks; a client reloading with `_HLS_skip` gets a delta update.
         let key = format!("day/{}/{date}/{sliding}", cam.id);
-        let version = state.catalog.segments_version();
-        let (full, built) = match state.playlists.get(&key, version) {
-            Some((full, Some(built))) => (full, built),
-            _ => {
-                let built = blocking(move || {
-                    playlists::today(&catalog, &cam.id, from, to, cam.target_duration)
-                })
-                .await;
-                let built = match built {
-                    Ok(b) => Arc::new(b),
-                    Err(r) => return r,
-                };
-                let full = bytes::Bytes::from(built.render(sliding));
-                state
-                    .playlists
-                    .put(key, version, full.clone(), Some(built.clone()));
-                (full, built)
+        let built = cached_playlist(&state, key, move || {
+            let built = playlists::today(&catalog, &cam.id, from, to, cam.target_duration)?;
+            Ok((built.render(sliding), Some(Arc::new(built))))
+        })
+        .await;
+        return match built {
+            Ok((_, Some(built))) if delta => {
+                playlist_response(built.render_delta(sliding), "no-cache")
             }
-        };
-        return match q.skip.as_deref() {
-            // v2 also asks to skip date ranges (which need version 10): answered with the whole playlist.
-            None | Some("NO" | "v2") => playlist_response(full, "no-cache"),
-            Some("YES") => playlist_response(built.render_delta(sliding), "no-cache"),
-            Some(other) => bad_request(format!("_HLS_skip={other:?}: YES, v2 or NO")),
+            Ok((full, _)) => playlist_response(full, "no-cache"),
+            Err(r) => r,
         };
     }
     match blocking(move || playlists::vod(&catalog, &cam.id, from, to, false, cam.target_duration))
@@ -403,14 +401,14 @@ async fn spans(
         Err(m) => return bad_request(m),
     };
     let catalog = state.catalog.clone();
-    let rows = match blocking(move || catalog.range(&cam.id, from - 120_000, to)).await {
+    let rows = match blocking(move || playlists::overlapping(&catalog, &cam.id, from, to)).await {
         Ok(r) => r,
         Err(r) => return r,
     };
     let mut spans: Vec<(i64, i64)> = Vec::new();
     let mut joins = Vec::new();
     let mut prev_session: Option<&str> = None;
-    for s in rows.iter().filter(|s| s.start_ms + s.duration_ms > from) {
+    for s in &rows {
         let (a, b) = (s.start_ms.max(from), (s.start_ms + s.duration_ms).min(to));
         if prev_session.is_some_and(|p| p != s.session) {
             joins.push(a);
@@ -447,8 +445,7 @@ async fn download(
     let (catalog, data_dir) = (state.catalog.clone(), state.data_dir.clone());
     let id = cam.id.clone();
     let files = blocking(move || {
-        let mut rows = catalog.range(&id, from - 120_000, to)?;
-        rows.retain(|s| s.start_ms + s.duration_ms > from);
+        let rows = playlists::overlapping(&catalog, &id, from, to)?;
         // Sizes from the files themselves (Content-Length must be exact); a file gone is skipped.
         Ok(rows
             .into_iter()
