@@ -452,7 +452,8 @@ impl Auth {
     }
 
     /// The user behind a request, from its `Authorization: Bearer` header or its session cookie.
-    /// `None`: not logged in (or the session expired). Never blocks: read locks and atomics only.
+    /// `None`: not logged in (or the session expired). Never blocks: read locks and atomics; catalog writes go
+    /// to the blocking pool. Call it inside a Tokio runtime.
     pub fn authenticate(&self, bearer: Option<&str>, cookie: Option<&str>) -> Option<Principal> {
         if !self.config.enabled {
             return Some(Principal {
@@ -479,7 +480,7 @@ impl Auth {
             drop(d);
             self.sessions_mut().remove(&hash);
             let catalog = self.catalog.clone();
-            std::thread::spawn(move || catalog.delete_web_sessions(&[hash]));
+            tokio::task::spawn_blocking(move || catalog.delete_web_sessions(&[hash]));
             return None;
         }
         s.last_seen_ms.store(now, Ordering::Relaxed);
@@ -492,7 +493,7 @@ impl Auth {
             let catalog = self.catalog.clone();
             let h = hash.clone();
             // Off the request: a slow disk never delays an answer (losing it costs one minute of idle time).
-            std::thread::spawn(move || catalog.touch_web_session(&h, now));
+            tokio::task::spawn_blocking(move || catalog.touch_web_session(&h, now));
         }
         let u = d.users.get(&s.user)?;
         let mut p = Principal::of(
