@@ -43,13 +43,31 @@ fn browser_check(
         std::path::Path::new("/usr/bin/chromium").exists(),
         "Chromium is required: run testbed/install-browser.sh"
     );
+    let (ok, text) = node_script(
+        "browser-check.mjs",
+        &[url.into(), shot.into()],
+        modules,
+        &[
+            ("VIGIL_BROWSER_ADVANCE", &advance_s.to_string()),
+            ("VIGIL_BROWSER_TIMEOUT", "45"),
+        ],
+    );
+    assert!(ok, "browser check of {url} failed:\n{text}");
+    text
+}
+
+/// Runs `node testbed/<script> ARGS` with ui/'s node_modules; (success, stdout and stderr).
+fn node_script(
+    script: &str,
+    args: &[std::ffi::OsString],
+    modules: &std::path::Path,
+    env: &[(&str, &str)],
+) -> (bool, String) {
     let out = Command::new("node")
-        .arg(repo().join("testbed/browser-check.mjs"))
-        .arg(url)
-        .arg(shot)
+        .arg(repo().join("testbed").join(script))
+        .args(args)
         .env("VIGIL_UI_NODE_MODULES", modules)
-        .env("VIGIL_BROWSER_ADVANCE", advance_s.to_string())
-        .env("VIGIL_BROWSER_TIMEOUT", "45")
+        .envs(env.iter().copied())
         .output()
         .expect("node is required");
     let text = format!(
@@ -57,11 +75,7 @@ fn browser_check(
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(
-        out.status.success(),
-        "browser check of {url} failed:\n{text}"
-    );
-    text
+    (out.status.success(), text)
 }
 
 #[test]
@@ -280,26 +294,22 @@ fn a_client_logs_in_sees_its_cameras_scrubs_back_replays_across_a_join_and_switc
     };
     let shot = repo().join("target/artifacts/ui.png");
     std::fs::create_dir_all(shot.parent().unwrap()).unwrap();
-    let out = Command::new("node")
-        .arg(repo().join("testbed/ui-check.mjs"))
-        .arg(format!("http://{}", vigil.addr))
-        .args(["carol", &password, "cam1,cam2"])
-        .arg(&shot)
-        // 20 s before the join to 10 s after it.
-        .args([fmt(joined_at - 20_000), fmt(joined_at + 10_000)])
-        .env("VIGIL_UI_NODE_MODULES", &modules)
-        .output()
-        .expect("node is required");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let (ok, text) = node_script(
+        "ui-check.mjs",
+        &[
+            format!("http://{}", vigil.addr).into(),
+            "carol".into(),
+            password.clone().into(),
+            "cam1,cam2".into(),
+            shot.clone().into(),
+            // 20 s before the join to 10 s after it.
+            fmt(joined_at - 20_000).into(),
+            fmt(joined_at + 10_000).into(),
+        ],
+        &modules,
+        &[],
     );
-    assert!(
-        out.status.success(),
-        "ui-check failed:\n{text}\nvigil log:\n{}",
-        vigil.log()
-    );
+    assert!(ok, "ui-check failed:\n{text}\nvigil log:\n{}", vigil.log());
     assert!(shot.exists(), "no screenshot");
     let figures: Vec<&str> = text
         .lines()
