@@ -292,6 +292,7 @@ pub struct Segment {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tracked {
     pub segment: Segment,
+    pub indexed: bool,
     pub published: bool,
     pub set_aside: Option<String>,
 }
@@ -1055,7 +1056,7 @@ impl Catalog {
         let conn = self.writer();
         let mut st = conn
             .prepare(&format!(
-                "SELECT {COLUMNS}, published_at_ms IS NOT NULL, pipeline_error FROM segments
+                "SELECT {COLUMNS}, published_at_ms IS NOT NULL, pipeline_error, indexed_at_ms IS NOT NULL FROM segments
                  WHERE deleting = 0 ORDER BY id"
             ))
             .map_err(Error::from_sql)?;
@@ -1065,6 +1066,7 @@ impl Catalog {
                     segment: row_to_segment(r)?,
                     published: r.get(14)?,
                     set_aside: r.get(15)?,
+                    indexed: r.get(16)?,
                 })
             })
             .map_err(Error::from_sql)?,
