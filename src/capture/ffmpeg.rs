@@ -354,13 +354,17 @@ impl Actor for Ffmpeg {
         let camera_dir = self.cam.dir.clone();
         let now = chrono::DateTime::<chrono::Utc>::from(self.clock.wall());
         let (catalog, camera) = (self.cam.catalog.clone(), self.cam.config.id.clone());
+        let cam = self.cam.clone();
         let prepare = async move {
-            let (session, dir) =
-                tokio::task::spawn_blocking(move || session::create(&camera_dir, now))
-                    .await
-                    .map_err(|e| {
-                        crate::Error::Internal(format!("creating the session folder: {e}"))
-                    })??;
+            let (session, dir) = tokio::task::spawn_blocking(move || {
+                // Created and named live under one lock: see `CameraRuntime::live_session`.
+                let mut live = cam.live_session.lock().unwrap_or_else(|p| p.into_inner());
+                let created = session::create(&camera_dir, now)?;
+                *live = Some(created.0.clone());
+                Ok::<_, crate::Error>(created)
+            })
+            .await
+            .map_err(|e| crate::Error::Internal(format!("creating the session folder: {e}")))??;
             let name = session.clone();
             let registered = tokio::time::timeout(
                 REGISTER_WAIT,
@@ -396,6 +400,16 @@ impl Actor for Ffmpeg {
 
     fn stopped(&mut self, _: &mut Context<Self>) {
         if !self.session.is_empty() {
+            {
+                let mut live = self
+                    .cam
+                    .live_session
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                if live.as_deref() == Some(self.session.as_str()) {
+                    *live = None;
+                }
+            }
             // The run is over (ffmpeg reaped): the watcher catalogues what it left, the partial last segment
             // included, and closes the session.
             self.cam.note(Note::Ended(self.session.clone()));

@@ -195,6 +195,10 @@ pub struct CameraRuntime {
     pub inbox: Mutex<Option<mpsc::UnboundedSender<Note>>>,
     /// When the probe last asked a misconfigured camera.
     pub last_probe: Mutex<Option<std::time::Instant>>,
+    /// The session the running ffmpeg records into. Set under this lock together with the folder's
+    /// creation, so a watcher recovering from a crash never mistakes the new run's (still empty) folder for
+    /// a leftover and finishes or removes it.
+    pub live_session: Mutex<Option<String>>,
 }
 
 impl CameraRuntime {
@@ -221,6 +225,7 @@ impl CameraRuntime {
             backoff_max: Duration::from_secs(config.supervision.backoff_max_seconds),
             inbox: Mutex::new(None),
             last_probe: Mutex::new(None),
+            live_session: Mutex::new(None),
         }
     }
 
@@ -234,6 +239,14 @@ impl CameraRuntime {
         {
             let _ = q.send(note);
         }
+    }
+
+    /// The session the running ffmpeg records into, if any.
+    pub fn live_session(&self) -> Option<String> {
+        self.live_session
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 

@@ -648,6 +648,10 @@ impl Scanner {
             .await
             .unwrap_or_default();
         for s in open {
+            // The running ffmpeg's own new session is open too, but it is not a leftover.
+            if self.cam.live_session().as_deref() == Some(s.as_str()) {
+                continue;
+            }
             self.handle(Note::Ended(s)).await;
         }
         loop {

@@ -170,6 +170,9 @@ impl Spawner for OsSpawner {
     }
 }
 
+/// How long an exit waits for the rest of the process's stderr.
+const STDERR_DRAIN: std::time::Duration = std::time::Duration::from_millis(500);
+
 impl ProcessGroup {
     /// Start `cmd` in a new process group, stdin and stdout closed, stderr kept (the last `keep` lines, each
     /// redacted and also logged at debug level with the command's label).
@@ -195,6 +198,7 @@ impl ProcessGroup {
         })?;
         let pid = child.id().expect("a just-spawned child has a pid") as i32;
         let tail = StderrTail::new(cmd.keep);
+        let (drained_tx, drained) = tokio::sync::oneshot::channel::<()>();
         if let Some(stderr) = child.stderr.take() {
             let tail = tail.clone();
             let label = cmd.label.clone();
@@ -206,6 +210,7 @@ impl ProcessGroup {
                     tracing::debug!(process = %label, "{line}");
                     tail.push(line);
                 }
+                let _ = drained_tx.send(());
             });
         }
         let reaped = Arc::new(AtomicBool::new(false));
@@ -213,6 +218,9 @@ impl ProcessGroup {
         let exit = Box::pin(async move {
             let status = child.wait().await;
             r.store(true, Ordering::SeqCst);
+            // The exit is reported with the process's last words: let the reader reach the end of the pipe
+            // (briefly: a grandchild that inherited it may hold it open).
+            let _ = tokio::time::timeout(STDERR_DRAIN, drained).await;
             status
         });
         Ok(Spawned {
