@@ -37,6 +37,8 @@ struct Rig {
     t0: Instant,
     _dir: tempfile::TempDir,
     data: PathBuf,
+    /// Every event seen, printed when a wait fails.
+    log: Vec<String>,
 }
 
 impl Rig {
@@ -79,6 +81,7 @@ impl Rig {
             t0,
             _dir: dir,
             data,
+            log: vec![],
         }
     }
 
@@ -88,6 +91,7 @@ impl Rig {
         let real = Instant::now();
         loop {
             while let Ok(e) = self.events.try_recv() {
+                self.log.push(format!("{e:?}"));
                 if e.supervisor == "cam1" && f(&e.kind) {
                     return (e.at.saturating_duration_since(self.t0), e.kind);
                 }
@@ -106,7 +110,7 @@ impl Rig {
 impl Rig {
     /// Waits in real time, without moving the simulated clock, until a file `name` of `bytes` bytes exists
     /// in a session folder; returns the simulated time since the start.
-    async fn wait_for_file(&self, name: &str, bytes: u64) -> Duration {
+    async fn wait_for_file(&mut self, name: &str, bytes: u64) -> Duration {
         let deadline = Instant::now() + Duration::from_secs(20);
         let cam = self.data.join("cam1");
         loop {
@@ -118,7 +122,21 @@ impl Rig {
             if found {
                 return supervisors::Clock::now(&self.clock).saturating_duration_since(self.t0);
             }
-            assert!(Instant::now() < deadline, "no {name} of {bytes} bytes");
+            if Instant::now() >= deadline {
+                let out = std::process::Command::new("find")
+                    .arg(&cam)
+                    .arg("-ls")
+                    .output()
+                    .unwrap();
+                while let Ok(e) = self.events.try_recv() {
+                    self.log.push(format!("{e:?}"));
+                }
+                panic!(
+                    "no {name} of {bytes} bytes: {}\n{:#?}",
+                    String::from_utf8_lossy(&out.stdout),
+                    self.log
+                );
+            }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
@@ -191,9 +209,16 @@ async fn no_bytes_for_stall_seconds_stops_ffmpeg_and_the_restart_backs_off() {
         })
         .await;
     assert!(restarted >= at + Duration::from_millis(500));
-    // Each run has its own session folder.
-    let sessions = vigil::capture::session::list(&rig.data.join("cam1"));
-    assert!(sessions.len() >= 2, "{sessions:?}");
+    // Each run has its own session folder (the new run creates it right after its start).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let sessions = vigil::capture::session::list(&rig.data.join("cam1"));
+        if sessions.len() >= 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{sessions:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 #[actix_rt::test]
@@ -208,12 +233,15 @@ async fn after_a_run_that_finished_a_segment_the_restart_is_immediate() {
         child_is(k, "ffmpeg") && matches!(k, EventKind::Started { .. })
     })
     .await;
-    // Let the watchdog see the finished segment (a second of simulated time), then let the run end.
-    for _ in 0..10 {
-        rig.clock.advance(Duration::from_millis(100));
+    // Once the script has written its segments, let the watchdog see the finished one (slowly in simulated
+    // time: before its first look nothing may time out), then let the run end.
+    rig.wait_for_file("seg_00001.ts", 100).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while rig.rt.status.snapshot().state != State::Recording {
+        assert!(Instant::now() < deadline, "{:?}", rig.rt.status.snapshot());
+        rig.clock.advance(Duration::from_millis(20));
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(rig.rt.status.snapshot().state, State::Recording);
     std::fs::write(rig.data.join("cam1/go"), "").unwrap();
     let (exit_at, _) = rig
         .until("the exit", |k| {
