@@ -327,6 +327,96 @@ pub struct Config {
     /// The cameras this node records.
     #[serde(default)]
     pub cameras: Vec<CameraConfig>,
+    /// Cameras recorded by other nodes that this node serves: mirrored (the storage role) or replayed
+    /// through the index and IPFS.
+    #[serde(default)]
+    pub remote_cameras: Vec<RemoteCameraConfig>,
+    /// The storage role's settings (used when a remote camera is mirrored).
+    #[serde(default)]
+    pub mirror: MirrorConfig,
+}
+
+/// `[[remote_cameras]]`: a camera another node records.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteCameraConfig {
+    /// The camera's id (its `device_id` in the index and announcements).
+    pub id: String,
+    /// Its factory (for users scoped to factories).
+    pub factory_id: String,
+    /// Keep a copy of every segment here (fetched by CID, pinned, catalogued); `false`: replay only, through
+    /// the index and this node's IPFS.
+    #[serde(default = "default_true")]
+    pub mirror: bool,
+    /// EXT-X-TARGETDURATION floor of its playlists (raised to cover the longest segment seen).
+    #[serde(default)]
+    pub target_duration: Option<u32>,
+}
+
+/// `[mirror]`: how mirrored cameras are followed.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MirrorConfig {
+    /// Segments fetched at once (all mirrored cameras together).
+    #[serde(default = "default_mirror_concurrency")]
+    pub concurrency: usize,
+    /// Largest segment accepted; a bigger announcement or content is rejected.
+    #[serde(default = "default_max_segment")]
+    pub max_segment_bytes: Space,
+    /// How far back a mirror that has nothing of a camera yet fetches, and the oldest announcement accepted.
+    #[serde(default = "default_backfill_hours")]
+    pub backfill_hours: u32,
+    /// Time for one fetch by CID before it counts as unresolvable (tried twice).
+    #[serde(default = "default_fetch_timeout")]
+    pub fetch_timeout_seconds: u64,
+    /// How often the mirror compares what it has with the index (heals a lost last announcement).
+    #[serde(default = "default_heal_seconds")]
+    pub heal_seconds: u64,
+    /// Recording nodes to ask for segment listings when there is no shared index (MongoDB).
+    #[serde(default)]
+    pub origins: Vec<OriginConfig>,
+}
+
+impl Default for MirrorConfig {
+    fn default() -> Self {
+        MirrorConfig {
+            concurrency: default_mirror_concurrency(),
+            max_segment_bytes: default_max_segment(),
+            backfill_hours: default_backfill_hours(),
+            fetch_timeout_seconds: default_fetch_timeout(),
+            heal_seconds: default_heal_seconds(),
+            origins: Vec::new(),
+        }
+    }
+}
+
+/// `[[mirror.origins]]`: a recording node's HTTP API.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OriginConfig {
+    /// The node's `node_id`.
+    pub node_id: String,
+    /// Its HTTP base URL, e.g. `http://10.0.0.5:8000`.
+    pub url: String,
+    /// An API token of a user that sees the mirrored cameras (`vigil token add` on that node).
+    #[serde(default)]
+    pub token: Option<Secret>,
+}
+
+fn default_mirror_concurrency() -> usize {
+    4
+}
+fn default_max_segment() -> Space {
+    Space::Bytes(64 << 20)
+}
+fn default_backfill_hours() -> u32 {
+    24
+}
+fn default_fetch_timeout() -> u64 {
+    10
+}
+fn default_heal_seconds() -> u64 {
+    30
 }
 
 /// `[ipfs]`
@@ -803,6 +893,11 @@ impl Config {
             let f = |name: &str| format!("cameras[{i}].{name}");
             if let Err(m) = check_name(&c.id, false) {
                 bad(f("id"), m);
+            } else if c.id == "mirror" {
+                bad(
+                    f("id"),
+                    "\"mirror\" is reserved (the folder of mirrored footage)".into(),
+                );
             } else if let Some(first) = seen.insert(c.id.as_str(), i) {
                 bad(
                     f("id"),
@@ -841,6 +936,68 @@ impl Config {
                     f("stall_seconds"),
                     format!("must be between 1 and 600, got {}", c.stall_seconds),
                 );
+            }
+        }
+        for (i, c) in self.remote_cameras.iter().enumerate() {
+            let f = |name: &str| format!("remote_cameras[{i}].{name}");
+            if let Err(m) = check_name(&c.id, false) {
+                bad(f("id"), m);
+            } else if self.cameras.iter().any(|l| l.id == c.id) {
+                bad(
+                    f("id"),
+                    format!(
+                        "{:?} is recorded here (in [[cameras]]): a camera is local or remote, not both",
+                        c.id
+                    ),
+                );
+            } else if self.remote_cameras[..i].iter().any(|r| r.id == c.id) {
+                bad(f("id"), format!("duplicate remote camera id {:?}", c.id));
+            }
+            if c.factory_id.trim().is_empty() {
+                bad(f("factory_id"), "must not be empty".into());
+            }
+            if c.mirror && self.ipfs.is_none() {
+                bad(
+                    f("mirror"),
+                    "mirroring fetches segments by CID: configure [ipfs] (or set mirror = false)"
+                        .into(),
+                );
+            }
+        }
+        let m = &self.mirror;
+        if !(1..=64).contains(&m.concurrency) {
+            bad(
+                "mirror.concurrency".into(),
+                format!("must be between 1 and 64, got {}", m.concurrency),
+            );
+        }
+        if !matches!(m.max_segment_bytes, Space::Bytes(b) if b >= 188) {
+            bad(
+                "mirror.max_segment_bytes".into(),
+                "must be a size in bytes (e.g. \"64MiB\"), not a percentage".into(),
+            );
+        }
+        if !(1..=24 * 366).contains(&m.backfill_hours) {
+            bad(
+                "mirror.backfill_hours".into(),
+                format!("must be between 1 and 8784, got {}", m.backfill_hours),
+            );
+        }
+        if !(1..=600).contains(&m.fetch_timeout_seconds) || !(1..=3600).contains(&m.heal_seconds) {
+            bad(
+                "mirror".into(),
+                format!(
+                    "fetch_timeout_seconds ({}) must be 1 to 600 and heal_seconds ({}) 1 to 3600",
+                    m.fetch_timeout_seconds, m.heal_seconds
+                ),
+            );
+        }
+        for (i, o) in m.origins.iter().enumerate() {
+            if let Err(msg) = check_name(&o.node_id, true) {
+                bad(format!("mirror.origins[{i}].node_id"), msg);
+            }
+            if let Err(msg) = check_http_url(&o.url) {
+                bad(format!("mirror.origins[{i}].url"), msg);
             }
         }
         if let Some(tz) = &self.http.timezone

@@ -87,6 +87,12 @@ pub enum Error {
     /// Input that cannot be used as it is (a user name, a password, a scope).
     #[error("{0}")]
     Invalid(String),
+    /// A peer's segment or announcement that a mirror will not keep (`reason`: the counter it goes to).
+    #[error("{message}")]
+    Rejected {
+        reason: &'static str,
+        message: String,
+    },
     #[error("internal error: {0}")]
     Internal(String),
 }

@@ -185,6 +185,18 @@ const MIGRATIONS: &[&str] = &[
         detail TEXT
     );
     INSERT INTO meta (key, value) VALUES ('auth_version', '0');",
+    // 6: the storage role. `origin` is the node that recorded a mirrored segment (NULL: recorded here);
+    // `replicas` counts the other nodes known to hold a segment (mirrors' acknowledgements), which retention
+    // weighs; segments are found by CID (the IPFS proxy route, acknowledgements).
+    "ALTER TABLE segments ADD COLUMN origin TEXT;
+    ALTER TABLE segments ADD COLUMN replicas INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX segments_cid ON segments (cid) WHERE cid IS NOT NULL;
+    CREATE TABLE replicas (
+        segment_id INTEGER NOT NULL,
+        node       TEXT    NOT NULL,
+        at_ms      INTEGER NOT NULL,
+        PRIMARY KEY (segment_id, node)
+    ) WITHOUT ROWID;",
 ];
 
 /// Wakes each distribution stage when work for it may have arrived: whoever catalogues a segment wakes the
@@ -874,6 +886,140 @@ impl Catalog {
             ))?;
             st.query_map(params![key, from_ms, to_ms], row_to_segment)?
                 .collect::<rusqlite::Result<_>>()
+        })
+    }
+
+    // ---- mirroring ---------------------------------------------------------------------------------------
+
+    /// Record a segment fetched from another node: catalogued like a recorded one (live sequence, sessions,
+    /// counters) and already pinned, indexed and announced (its origin did that). `None` if it was already
+    /// catalogued.
+    pub fn insert_mirrored(
+        &self,
+        s: &NewSegment,
+        cid: &str,
+        origin: &str,
+    ) -> Result<Option<Inserted>> {
+        let out = (|| {
+            let mut conn = self.writer();
+            let tx = conn.transaction().map_err(Error::from_sql)?;
+            let out = Self::insert_in(&tx, s)?;
+            if let Some(ins) = &out {
+                let now = now_ms();
+                tx.execute(
+                    "UPDATE segments SET cid = ?2, origin = ?3, pinned_at_ms = ?4, indexed_at_ms = ?4,
+                       published_at_ms = ?4 WHERE id = ?1",
+                    params![ins.id, cid, origin, now],
+                )
+                .map_err(Error::from_sql)?;
+                tx.execute(
+                    "UPDATE sessions SET closed_at_ms = ?3 WHERE camera = ?1 AND session = ?2
+                       AND closed_at_ms IS NULL",
+                    params![s.camera, s.session, now],
+                )
+                .map_err(Error::from_sql)?;
+            }
+            tx.commit().map_err(Error::from_sql)?;
+            Ok(out)
+        })();
+        self.segments_changed();
+        out
+    }
+
+    /// Whether `(camera, session, seq)` is catalogued (deleted or not).
+    pub fn has(&self, camera: &str, session: &str, seq: i64) -> Result<bool> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT EXISTS (SELECT 1 FROM segments WHERE camera = ?1 AND session = ?2 AND seq = ?3)",
+                params![camera, session, seq],
+                |r| r.get(0),
+            )
+        })
+    }
+
+    /// The camera's newest catalogued segment (by start time). O(log n).
+    pub fn latest(&self, camera: &str) -> Result<Option<Segment>> {
+        self.read(|c| {
+            c.query_row(
+                &format!(
+                    "SELECT {COLUMNS} FROM segments INDEXED BY segments_camera_start
+                     WHERE camera = ?1 AND deleting = 0
+                     ORDER BY start_ms DESC, session DESC, seq DESC LIMIT 1"
+                ),
+                [camera],
+                row_to_segment,
+            )
+            .optional()
+        })
+    }
+
+    /// Up to when retention has deleted the camera's footage (its newest deleted segment's start).
+    pub fn deleted_until(&self, camera: &str) -> Result<Option<i64>> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT deleted_until_ms FROM cameras WHERE camera = ?1",
+                [camera],
+                |r| r.get::<_, Option<i64>>(0),
+            )
+            .optional()
+            .map(Option::flatten)
+        })
+    }
+
+    /// The (not deleted) segment with this CID, if this node has one.
+    pub fn by_cid(&self, cid: &str) -> Result<Option<Segment>> {
+        self.read(|c| {
+            c.query_row(
+                &format!(
+                    "SELECT {COLUMNS} FROM segments INDEXED BY segments_cid
+                     WHERE cid = ?1 AND deleting = 0 ORDER BY id LIMIT 1"
+                ),
+                [cid],
+                row_to_segment,
+            )
+            .optional()
+        })
+    }
+
+    /// Node `node` says it holds the segment with this CID. Returns whether that was news (each node counts
+    /// once per segment; a CID this node does not have is ignored).
+    pub fn add_replica(&self, cid: &str, node: &str) -> Result<bool> {
+        let mut conn = self.writer();
+        let tx = conn.transaction().map_err(Error::from_sql)?;
+        let id: Option<i64> = tx
+            .query_row(
+                "SELECT id FROM segments INDEXED BY segments_cid WHERE cid = ?1 ORDER BY id LIMIT 1",
+                [cid],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(Error::from_sql)?;
+        let Some(id) = id else {
+            return Ok(false);
+        };
+        let n = tx
+            .execute(
+                "INSERT OR IGNORE INTO replicas (segment_id, node, at_ms) VALUES (?1, ?2, ?3)",
+                params![id, node, now_ms()],
+            )
+            .map_err(Error::from_sql)?;
+        if n == 1 {
+            tx.execute(
+                "UPDATE segments SET replicas = replicas + 1 WHERE id = ?1",
+                [id],
+            )
+            .map_err(Error::from_sql)?;
+        }
+        tx.commit().map_err(Error::from_sql)?;
+        Ok(n == 1)
+    }
+
+    /// How many other nodes are known to hold segment `id`.
+    pub fn replicas(&self, id: i64) -> Result<i64> {
+        self.read(|c| {
+            c.query_row("SELECT replicas FROM segments WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
         })
     }
 

@@ -43,9 +43,19 @@ impl Index for Embedded {
                 .catalog
                 .run(move |c| c.indexed_range(by_factory, &key, from_ms, to_ms))
                 .await?;
-            Ok(rows
-                .iter()
-                .filter_map(|s| IndexDoc::from_segment(s, &self.node_id))
+            Ok(chain(&rows, &self.node_id))
+        }
+        .boxed()
+    }
+
+    fn by_cid<'a>(&'a self, cid: &'a str) -> BoxFuture<'a, Result<Vec<IndexDoc>>> {
+        async move {
+            let cid = cid.to_string();
+            let row = self.catalog.run(move |c| c.by_cid(&cid)).await?;
+            Ok(row
+                .filter(|s| s.cid.is_some())
+                .and_then(|s| IndexDoc::from_segment(&s, &self.node_id, None))
+                .into_iter()
                 .collect())
         }
         .boxed()
@@ -54,4 +64,15 @@ impl Index for Embedded {
     fn name(&self) -> &'static str {
         "embedded"
     }
+}
+
+/// Documents of catalogue rows in time order, each chained to the row before it of the same camera.
+pub fn chain(rows: &[crate::catalog::Segment], node_id: &str) -> Vec<IndexDoc> {
+    let mut prev: std::collections::HashMap<&str, Option<String>> = Default::default();
+    rows.iter()
+        .filter_map(|s| {
+            let p = prev.insert(&s.camera, s.cid.clone()).flatten();
+            IndexDoc::from_segment(s, node_id, p)
+        })
+        .collect()
 }

@@ -29,11 +29,14 @@ pub struct IndexDoc {
     pub bytes: i64,
     pub first_in_session: bool,
     pub node_id: String,
+    /// CID of the camera's segment before this one (the chain `vigil verify` walks).
+    #[serde(default)]
+    pub prev_cid: Option<String>,
 }
 
 impl IndexDoc {
-    /// The document for a pinned catalogue row.
-    pub fn from_segment(s: &Segment, node_id: &str) -> Option<IndexDoc> {
+    /// The document for a pinned catalogue row (`prev_cid`: see [`IndexDoc::prev_cid`]).
+    pub fn from_segment(s: &Segment, node_id: &str, prev_cid: Option<String>) -> Option<IndexDoc> {
         Some(IndexDoc {
             id: format!("{}/{}/{}", s.camera, s.session, s.seq),
             filename: s.path.clone(),
@@ -48,6 +51,7 @@ impl IndexDoc {
             bytes: s.bytes,
             first_in_session: s.first_in_session,
             node_id: node_id.to_string(),
+            prev_cid,
         })
     }
 }
@@ -80,6 +84,63 @@ pub trait Index: Send + Sync {
         from_ms: i64,
         to_ms: i64,
     ) -> BoxFuture<'a, Result<Vec<IndexDoc>>>;
+    /// The documents whose CID is `cid` (normally one).
+    fn by_cid<'a>(&'a self, cid: &'a str) -> BoxFuture<'a, Result<Vec<IndexDoc>>>;
     /// A short name for logs.
     fn name(&self) -> &'static str;
+}
+
+/// The index a node reads from, shared by the mirror and the web server: MongoDB (connected on first use,
+/// and again after a failed attempt) or the embedded catalog.
+pub struct Shared {
+    source: Source,
+    cell: tokio::sync::OnceCell<std::sync::Arc<dyn Index>>,
+}
+
+enum Source {
+    Ready(std::sync::Arc<dyn Index>),
+    Mongo { uri: String, database: String },
+}
+
+impl Shared {
+    /// The embedded index (the catalog itself).
+    pub fn embedded(index: std::sync::Arc<dyn Index>) -> Shared {
+        Shared {
+            source: Source::Ready(index),
+            cell: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// MongoDB at `uri`, database `database`.
+    pub fn mongo(uri: &str, database: &str) -> Shared {
+        Shared {
+            source: Source::Mongo {
+                uri: uri.to_string(),
+                database: database.to_string(),
+            },
+            cell: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// Whether other nodes write to this index too (then it lists their segments).
+    pub fn is_shared(&self) -> bool {
+        matches!(self.source, Source::Mongo { .. })
+    }
+
+    /// The index, connecting if needed (an error if MongoDB cannot be reached now; the next call tries again).
+    pub async fn get(&self) -> Result<std::sync::Arc<dyn Index>> {
+        match &self.source {
+            Source::Ready(i) => Ok(i.clone()),
+            Source::Mongo { uri, database } => self
+                .cell
+                .get_or_try_init(|| async {
+                    let m = mongo::Mongo::connect(uri, database, std::time::Duration::from_secs(5))
+                        .await?;
+                    m.ensure_indexes().await?;
+                    Ok(std::sync::Arc::new(m) as std::sync::Arc<dyn Index>)
+                })
+                .await
+                .cloned(),
+        }
+    }
 }

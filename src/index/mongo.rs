@@ -42,6 +42,7 @@ impl Mongo {
             IndexModel::builder()
                 .keys(doc! { "factory_id": 1, "start": 1 })
                 .build(),
+            IndexModel::builder().keys(doc! { "cid": 1 }).build(),
         ];
         self.segments
             .create_indexes(models)
@@ -65,6 +66,7 @@ impl Mongo {
             "bytes": d.bytes,
             "first_in_session": d.first_in_session,
             "node_id": &d.node_id,
+            "prev_cid": d.prev_cid.as_deref(),
         }
     }
 
@@ -102,6 +104,7 @@ impl Mongo {
                 .get_bool("first_in_session")
                 .map_err(|_| bad("first_in_session"))?,
             node_id: s("node_id")?,
+            prev_cid: d.get_str("prev_cid").ok().map(str::to_string),
         })
     }
 }
@@ -143,6 +146,20 @@ impl Index for Mongo {
                 .await
                 .map_err(err("range"))?;
             let docs: Vec<Document> = cursor.try_collect().await.map_err(err("range"))?;
+            docs.iter().map(Self::from_bson).collect()
+        }
+        .boxed()
+    }
+
+    fn by_cid<'a>(&'a self, cid: &'a str) -> BoxFuture<'a, Result<Vec<IndexDoc>>> {
+        async move {
+            let cursor = self
+                .segments
+                .find(doc! { "cid": cid })
+                .limit(16)
+                .await
+                .map_err(err("find by cid"))?;
+            let docs: Vec<Document> = cursor.try_collect().await.map_err(err("find by cid"))?;
             docs.iter().map(Self::from_bson).collect()
         }
         .boxed()

@@ -23,6 +23,48 @@ pub struct Announcement {
     /// CID of the camera's previous segment: a mirror that does not have it knows it missed something.
     pub prev_cid: Option<String>,
     pub node_id: String,
+    /// The segment's size in bytes (a mirror refuses content of another size).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<i64>,
+    /// When the origin published it, unix ms (mirror lag figures).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published_ms: Option<i64>,
+}
+
+/// A checked announcement: the fields a mirror uses, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked {
+    pub start_ms: i64,
+    pub end_ms: i64,
+    /// The file name inside the session folder (`seg_00003.ts`).
+    pub file: String,
+}
+
+/// Whether `s` looks like a CID (CIDv0 `Qm…` or a multibase CIDv1 in base32 `b…` / base58 `z…`). Content is
+/// verified against it after the fetch; this only keeps garbage out of the API calls.
+pub fn plausible_cid(s: &str) -> bool {
+    let ok_len = (46..=128).contains(&s.len());
+    let alnum = s.chars().all(|c| c.is_ascii_alphanumeric());
+    ok_len && alnum && (s.starts_with("Qm") || s.starts_with('b') || s.starts_with('z'))
+}
+
+fn parse_time(name: &str, v: &str) -> Result<i64, String> {
+    chrono::DateTime::parse_from_rfc3339(v)
+        .map(|d| d.timestamp_millis())
+        .map_err(|e| format!("{name} {v:?} is not an RFC 3339 time ({e})"))
+}
+
+fn plain_name(name: &str, v: &str) -> Result<(), String> {
+    let ok = !v.is_empty()
+        && v.len() <= 64
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && !v.starts_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{name} {v:?} is not a plain name"))
+    }
 }
 
 fn rfc3339(ms: i64) -> String {
@@ -46,6 +88,56 @@ impl Announcement {
             end: rfc3339(s.start_ms + s.duration_ms),
             prev_cid,
             node_id: node_id.to_string(),
+            bytes: Some(s.bytes),
+            published_ms: Some(chrono::Utc::now().timestamp_millis()),
+        })
+    }
+
+    /// The values a mirror relies on, checked: names that are safe as path parts, a plausible CID, times
+    /// that parse and make sense, a sane size and position. A message that fails is dropped with the reason.
+    pub fn check(&self) -> Result<Checked, String> {
+        plain_name("device_id", &self.device_id)?;
+        plain_name("session", &self.session)?;
+        plain_name("factory_id", &self.factory_id)?;
+        plain_name("node_id", &self.node_id)?;
+        if !plausible_cid(&self.cid) {
+            return Err(format!("cid {:?} is not a CID", self.cid));
+        }
+        if let Some(p) = &self.prev_cid
+            && !plausible_cid(p)
+        {
+            return Err(format!("prev_cid {p:?} is not a CID"));
+        }
+        if !(0..10_000_000).contains(&self.seq) {
+            return Err(format!("seq {} is out of range", self.seq));
+        }
+        let start_ms = parse_time("start", &self.start)?;
+        let end_ms = parse_time("end", &self.end)?;
+        if end_ms < start_ms || end_ms - start_ms > 3_600_000 {
+            return Err(format!(
+                "end {} is not within an hour after start {}",
+                self.end, self.start
+            ));
+        }
+        if self.bytes.is_some_and(|b| b <= 0) {
+            return Err(format!("bytes {:?} is not a size", self.bytes));
+        }
+        let file = self
+            .filename
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        if !(file.ends_with(".ts") && plain_name("filename", &file).is_ok()) {
+            return Err(format!(
+                "filename {:?} does not end in a plain .ts name",
+                self.filename
+            ));
+        }
+        Ok(Checked {
+            start_ms,
+            end_ms,
+            file,
         })
     }
 

@@ -93,7 +93,9 @@ async fn process(
             Ok(Some(added.cid))
         }
         Stage::Index => {
-            let doc = IndexDoc::from_segment(seg, &deps.node_id).ok_or_else(|| {
+            let s = seg.clone();
+            let prev = deps.catalog.run(move |c| c.prev_cid(&s)).await?;
+            let doc = IndexDoc::from_segment(seg, &deps.node_id, prev).ok_or_else(|| {
                 Error::index("upsert", format!("segment {} has no CID", seg.path))
             })?;
             index
