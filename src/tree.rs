@@ -12,7 +12,8 @@
 //! ```
 //!
 //! With `[ipfs]` configured, `services` also runs `ipfs_link`, `pinner`, `indexer` and `publisher` before
-//! `web`. Later stages (Mirror, Retention, Control) join `services` too.
+//! `web`; `mirror` (the storage role) when a remote camera is mirrored, and `replicas` (counting mirrors'
+//! copies for retention) when this node records cameras. Later stages (Control) join `services` too.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +27,7 @@ use crate::index::embedded::Embedded;
 use crate::ipfs::cluster::Cluster;
 use crate::ipfs::kubo::{Auth, Kubo};
 use crate::ipfs::link::{IpfsLink, Link};
+use crate::mirror;
 use crate::pipeline::{Deps, IndexSource, Pinning, StageWorker};
 use crate::retention;
 use crate::web;
@@ -47,11 +49,34 @@ fn auth_of(basic: &Option<Secret>, bearer: &Option<Secret>) -> Option<Auth> {
         .map(|b| Auth::Bearer(b.expose().to_string()))
 }
 
-/// The distribution stages (IpfsLink, Pinner, Indexer, Publisher), when `[ipfs]` is configured.
+/// What the web server and the mirror share with the pipeline.
+pub struct Shared {
+    /// The index this node reads (MongoDB, or the embedded catalog).
+    pub index: Arc<crate::index::Shared>,
+    /// This node's IPFS API, when `[ipfs]` is configured.
+    pub kubo: Option<Kubo>,
+    /// The mirror's counters, when this node mirrors cameras.
+    pub mirror: Option<Arc<mirror::Stats>>,
+}
+
+/// The index a node reads: MongoDB when `[index]` is configured, else the catalog.
+pub fn shared_index(config: &Config, catalog: &Arc<Catalog>) -> Arc<crate::index::Shared> {
+    Arc::new(match &config.index {
+        Some(ix) => crate::index::Shared::mongo(&ix.mongodb_uri, &ix.database),
+        None => crate::index::Shared::embedded(Arc::new(Embedded::new(
+            catalog.clone(),
+            &config.node_id,
+        ))),
+    })
+}
+
+/// The distribution stages (IpfsLink, Pinner, Indexer, Publisher), the mirror and the replica counter, when
+/// `[ipfs]` is configured.
 fn pipeline_children(
     config: &Config,
     catalog: &Arc<Catalog>,
     wake: &Arc<Wake>,
+    shared: &mut Shared,
 ) -> crate::Result<Vec<ChildSpec>> {
     let Some(ipfs) = &config.ipfs else {
         return Ok(Vec::new());
@@ -94,6 +119,42 @@ fn pipeline_children(
             "index in the embedded catalog".to_string(),
         ),
     };
+    shared.kubo = Some(kubo.clone());
+    let mirrored: std::collections::HashMap<_, _> = config
+        .remote_cameras
+        .iter()
+        .filter(|c| c.mirror)
+        .map(|c| (c.id.clone(), c.clone()))
+        .collect();
+    let mirror_deps = (!mirrored.is_empty()).then(|| {
+        let stats = Arc::new(mirror::Stats::default());
+        shared.mirror = Some(stats.clone());
+        Arc::new(mirror::Deps {
+            catalog: catalog.clone(),
+            data_dir: config.data_dir.clone(),
+            node_id: config.node_id.clone(),
+            kubo: kubo.clone(),
+            link: link.clone(),
+            index: shared.index.clone(),
+            topic: ipfs.topic.clone(),
+            cameras: mirrored,
+            config: config.mirror.clone(),
+            stats,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap_or_default(),
+        })
+    });
+    let replica_counter = (!config.cameras.is_empty()).then(|| {
+        (
+            catalog.clone(),
+            kubo.clone(),
+            link.clone(),
+            ipfs.topic.clone(),
+            config.node_id.clone(),
+        )
+    });
     let deps = Arc::new(Deps {
         catalog: catalog.clone(),
         data_dir: config.data_dir.clone(),
@@ -148,6 +209,50 @@ fn pipeline_children(
             .about(about),
         );
     }
+    if let Some(deps) = mirror_deps {
+        let about = format!(
+            "storage role: mirror {} camera(s) announced on {:?}, heal gaps from the {}",
+            deps.cameras.len(),
+            ipfs.topic,
+            if config.index.is_some() {
+                "shared index"
+            } else {
+                "origins' listings"
+            }
+        );
+        children.push(
+            ChildSpec::worker("mirror", move |cx| {
+                let m =
+                    mirror::Mirror::new(deps.clone(), cx.clock(), cx.exit.clone(), cx.path.clone());
+                Ok(ChildHandle::actor(cx, m).0)
+            })
+            .about(about),
+        );
+    }
+    if let Some((catalog, kubo, link, topic, node)) = replica_counter {
+        let about = format!(
+            "count mirrors' copies announced on {:?}",
+            mirror::have_topic(&topic)
+        );
+        children.push(
+            ChildSpec::worker("replicas", move |cx| {
+                let run = mirror::count_replicas(
+                    catalog.clone(),
+                    kubo.clone(),
+                    link.clone(),
+                    topic.clone(),
+                    node.clone(),
+                    cx.clock(),
+                    cx.path.clone(),
+                );
+                Ok(ChildHandle::task(
+                    async move { supervisors::ExitReason::Failed(run.await) },
+                    || {},
+                ))
+            })
+            .about(about),
+        );
+    }
     Ok(children)
 }
 
@@ -160,7 +265,12 @@ pub fn root(
     let wake = Arc::new(Wake::default());
     let board = Arc::new(capture::Board::default());
     let mut services = tuned(SupervisorSpec::new("services"), config);
-    for child in pipeline_children(config, &catalog, &wake)? {
+    let mut shared = Shared {
+        index: shared_index(config, &catalog),
+        kubo: None,
+        mirror: None,
+    };
+    for child in pipeline_children(config, &catalog, &wake, &mut shared)? {
         services = services.child(child);
     }
     let services = services
@@ -170,6 +280,7 @@ pub fn root(
             catalog.clone(),
             board.clone(),
             auth,
+            shared,
         ));
     let mut cameras = tuned(SupervisorSpec::new("cameras"), config)
         // A camera escalates only after a tight restart loop; many cameras doing so means something systemic.

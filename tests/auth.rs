@@ -134,15 +134,24 @@ fn rfc3339(t: std::time::SystemTime) -> String {
     chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
+/// A well-formed CID given to segment `id` (this node has no IPFS: the IPFS proxy route serves a segment it
+/// holds from disk, which is what the matrix needs).
+fn fake_cid(id: i64) -> String {
+    format!("bafkrei{:0>52}", id)
+}
+
 /// The concrete URL of a route pattern for `camera` (its newest segment for `{file}`).
 fn url_of(pattern: &str, camera: &str, segment: i64) -> String {
     let now = std::time::SystemTime::now();
     let from = rfc3339(now - Duration::from_secs(600));
     let to = rfc3339(now + Duration::from_secs(60));
-    let path = pattern
-        .replace("{camera}", camera)
-        .replace("{file}", &format!("{segment}.ts"));
-    if path.ends_with("/vod.m3u8") || path.ends_with("/download") {
+    let file = if pattern.ends_with("/ipfs/{file}") {
+        format!("{}.ts", fake_cid(segment))
+    } else {
+        format!("{segment}.ts")
+    };
+    let path = pattern.replace("{camera}", camera).replace("{file}", &file);
+    if path.ends_with("/vod.m3u8") || path.ends_with("/download") || path.ends_with("/index.json") {
         format!("{path}?from={from}&to={to}")
     } else if path == "/assets/{file}" || path.starts_with("/assets/") {
         "/assets/hls.min.js".to_string()
@@ -161,6 +170,11 @@ fn every_route_refuses_strangers_and_keeps_clients_to_their_own_cameras() {
     });
     let seg = |cam: &str| catalog.all(cam).unwrap().last().unwrap().id;
     let segs: HashMap<&str, i64> = [("cam1", seg("cam1")), ("cam2", seg("cam2"))].into();
+    for id in segs.values() {
+        catalog
+            .mark(vigil::catalog::Stage::Pin, *id, Some(&fake_cid(*id)))
+            .unwrap();
+    }
 
     let mut whos: Vec<(&str, Who)> = vec![("anonymous", Who::Anonymous)];
     for (name, pw, _) in PASSWORDS {

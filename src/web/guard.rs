@@ -54,6 +54,9 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
     ("GET", "/cameras/{camera}/spans", Access::Camera),
     ("GET", "/cameras/{camera}/download", Access::Camera),
     ("GET", "/cameras/{camera}/segments/{file}", Access::Camera),
+    ("GET", "/api/mirror", Access::Staff),
+    ("GET", "/cameras/{camera}/index.json", Access::Camera),
+    ("GET", "/cameras/{camera}/ipfs/{file}", Access::Camera),
 ];
 
 /// Paths that need no login.

@@ -9,6 +9,7 @@
 mod cache;
 pub mod guard;
 mod page;
+mod remote;
 mod session;
 
 use std::collections::BTreeMap;
@@ -41,6 +42,10 @@ struct CameraInfo {
     factory_id: String,
     #[serde(skip)]
     target_duration: u64,
+    /// `local` (recorded here), `mirror` (a copy is kept here) or `remote` (replayed through the index and
+    /// IPFS).
+    #[serde(skip)]
+    kind: &'static str,
 }
 
 struct State {
@@ -58,6 +63,12 @@ struct State {
     segments: cache::Segments,
     /// The zone whose days the day playlists cover.
     tz: jiff::tz::TimeZone,
+    /// The index (replay of cameras recorded elsewhere, the IPFS proxy's check).
+    index: Arc<crate::index::Shared>,
+    /// This node's IPFS API (the proxy route), when configured.
+    kubo: Option<crate::ipfs::kubo::Kubo>,
+    /// The mirror's counters, when this node mirrors.
+    mirror: Option<Arc<crate::mirror::Stats>>,
 }
 
 #[derive(Serialize)]
@@ -133,6 +144,7 @@ async fn cameras(state: web::Data<State>, who: Principal) -> HttpResponse {
             serde_json::json!({
                 "id": c.id,
                 "factory_id": c.factory_id,
+                "kind": c.kind,
                 "state": status.as_ref().map(|s| s.state),
                 "since": status.as_ref().map(|s| rfc3339(s.since_ms)),
                 "last_error": status.as_ref().and_then(|s| s.last_error.clone()),
@@ -369,6 +381,9 @@ async fn vod(
         Ok(x) => x,
         Err(r) => return r,
     };
+    if cam.kind == "remote" {
+        return remote::vod(&state, &cam, from, to).await;
+    }
     let catalog = state.catalog.clone();
     // Include the segment that was already running at `from`.
     match blocking(move || playlists::vod(&catalog, &cam.id, from, to, true, cam.target_duration))
@@ -642,6 +657,7 @@ fn start(
             .service(session::audit)
             .service(cameras)
             .service(pipeline)
+            .service(remote::mirror)
             .service(
                 web::scope("/cameras/{camera}")
                     .wrap(actix_web::middleware::from_fn(guard::camera_scope))
@@ -650,7 +666,9 @@ fn start(
                     .service(vod)
                     .service(spans)
                     .service(download)
-                    .service(segment),
+                    .service(segment)
+                    .service(remote::index_json)
+                    .service(remote::ipfs),
             )
             .service(page::index)
             .service(page::login_page);
@@ -725,9 +743,21 @@ pub fn child_spec(
     catalog: Arc<Catalog>,
     board: Arc<Board>,
     auth: Arc<Auth>,
+    shared: crate::tree::Shared,
 ) -> ChildSpec {
     let listen = config.listen_addr();
     let assets = config.http.assets_dir.clone();
+    let remote = config.remote_cameras.iter().map(|c| {
+        (
+            c.id.clone(),
+            CameraInfo {
+                id: c.id.clone(),
+                factory_id: c.factory_id.clone(),
+                target_duration: u64::from(c.target_duration.unwrap_or(2)),
+                kind: if c.mirror { "mirror" } else { "remote" },
+            },
+        )
+    });
     let state = web::Data::new(State {
         node_id: config.node_id.clone(),
         auth,
@@ -743,9 +773,11 @@ pub fn child_spec(
                         id: c.id.clone(),
                         factory_id: c.factory_id.clone(),
                         target_duration: c.target_duration(),
+                        kind: "local",
                     },
                 )
             })
+            .chain(remote)
             .collect(),
         board,
         data_dir: config.data_dir.clone(),
@@ -754,6 +786,9 @@ pub fn child_spec(
         playlists: Default::default(),
         segments: cache::Segments::new(SEGMENT_CACHE_BYTES),
         tz: config.time_zone(),
+        index: shared.index,
+        kubo: shared.kubo,
+        mirror: shared.mirror,
     });
     ChildSpec::worker("web", move |cx| {
         start(cx, state.clone(), listen, assets.clone()).map_err(|e| e.to_string())
