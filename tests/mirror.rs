@@ -353,6 +353,85 @@ fn a_mirror_backfills_after_its_outage_and_heals_what_pubsub_lost() {
     drop((origin, mirror));
 }
 
+#[test]
+fn without_a_shared_index_the_mirror_heals_from_the_origins_listing_with_a_token() {
+    let bed = Bed::start(&["ipfs-a", "ipfs-b"]);
+    let cam = Camera::start(1);
+    let dir = tempfile::tempdir().unwrap();
+    // The origin requires logins; the mirror lists with an API token of a client that sees cam1.
+    let mut origin = node(
+        dir.path(),
+        "origin",
+        &bed.ipfs_a,
+        None,
+        &[("cam1", cam.url(1))],
+        "",
+    );
+    origin.vigil.stop();
+    let text = std::fs::read_to_string(&origin.config)
+        .unwrap()
+        .replace("[auth]\nenabled = false", "[auth]\nenabled = true");
+    std::fs::write(&origin.config, text).unwrap();
+    vigil_cli(
+        &origin.config,
+        &[
+            "user",
+            "add",
+            "mirror-bot",
+            "--password-stdin",
+            "--role",
+            "client",
+            "--camera",
+            "cam1",
+        ],
+        "mirror-bot-pass-123\n",
+    );
+    let token = vigil_cli(
+        &origin.config,
+        &["token", "add", "mirror-bot", "--label", "mirror"],
+        "",
+    );
+    let token = token.split_whitespace().last().unwrap().to_string();
+    origin.restart();
+    let listing = format!(
+        "[[mirror.origins]]\nnode_id = \"origin\"\nurl = \"http://{}\"\ntoken = \"{token}\"\n",
+        origin.vigil.addr
+    );
+    let mut mirror = node(
+        dir.path(),
+        "mirror",
+        &bed.ipfs_b,
+        None,
+        &[],
+        &MIRROR_CAM1.replace(
+            "\n\n[[remote_cameras]]",
+            &format!("\n{listing}\n[[remote_cameras]]"),
+        ),
+    );
+    wait_until("3 segments on the mirror", Duration::from_secs(90), || {
+        mirrored(&mirror.data).len() >= 3
+    });
+    mirror.vigil.stop();
+    let before = published(&origin.data).len();
+    wait_until("4 more segments published", Duration::from_secs(60), || {
+        published(&origin.data).len() >= before + 4
+    });
+    mirror.restart();
+    caught_up(
+        &origin,
+        &mirror,
+        "backfill from the origin's listing",
+        Duration::from_secs(60),
+    );
+    assert!(mirror_stats(&mirror)["stats"]["healed"].as_u64().unwrap() >= 4);
+    // The listing is guarded like every camera route: no token, no listing.
+    let r = origin
+        .vigil
+        .get("/cameras/cam1/index.json?from=2020-01-01T00:00:00Z&to=2020-01-01T01:00:00Z");
+    assert_eq!(r.status, 401, "{}", r.text());
+    drop((origin, mirror));
+}
+
 /// What a player gets from the EVENT playlist `text` (served under `base`) played from its first segment to
 /// its last: the snapshot, finished with ENDLIST and its URIs made absolute, read through by ffprobe.
 fn play_snapshot(addr: &str, base: &str, text: &str, dir: &Path) -> f64 {
