@@ -188,6 +188,11 @@ pub struct RetentionConfig {
     /// How often retention looks (it also looks at once when a write fails for lack of space).
     #[serde(default = "default_retention_check")]
     pub check_seconds: u64,
+    /// Footage recorded here is deleted (above the critical floor) only once at least this many mirrors
+    /// have acknowledged a copy — or IPFS Cluster reports it pinned at `replication_min` peers. Unset: with
+    /// a cluster, the cluster's word; without, pinned and indexed is enough (a single node).
+    #[serde(default)]
+    pub min_replicas: Option<u32>,
 }
 
 impl Default for RetentionConfig {
@@ -198,6 +203,7 @@ impl Default for RetentionConfig {
             critical_free: default_critical_free(),
             max_age_days: None,
             check_seconds: default_retention_check(),
+            min_replicas: None,
         }
     }
 }
@@ -963,6 +969,12 @@ impl Config {
                         .into(),
                 );
             }
+        }
+        if self.retention.min_replicas.is_some() && self.ipfs.is_none() {
+            bad(
+                "retention.min_replicas".into(),
+                "replicas are counted from IPFS acknowledgements: configure [ipfs] too".into(),
+            );
         }
         let m = &self.mirror;
         if !(1..=64).contains(&m.concurrency) {

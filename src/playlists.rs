@@ -356,7 +356,7 @@ mod tests {
                         }
                     }
                     Op::Delete(n) => {
-                        let oldest = c.oldest(n, false).unwrap();
+                        let oldest = c.oldest(n, crate::catalog::Safe::Any).unwrap();
                         if !oldest.is_empty() {
                             c.tombstone(&oldest).unwrap();
                             c.forget(&oldest).unwrap();

@@ -1,10 +1,14 @@
 //! Retention: the data folder keeps within its disk budget, oldest footage first, for months.
 //!
 //! Rules (`[retention]`): at most `max_bytes` of footage; at least `min_free` of the file system free; nothing
-//! older than `max_age_days`. While distribution is configured, only segments already pinned and indexed are
-//! deleted — unless free space falls below `critical_free`, when the oldest footage goes anyway so that
+//! older than `max_age_days`. While distribution is configured, only segments already safe elsewhere are
+//! deleted: pinned and indexed, and — when `min_replicas` is set or an IPFS Cluster pins — acknowledged by
+//! that many mirrors or reported pinned by the cluster at `replication_min` peers (retention asks the cluster
+//! about the oldest unconfirmed segments before each pass). Mirrored copies count as safe (their origin
+//! holds them). Only when free space falls below `critical_free` does the oldest footage go anyway, so that
 //! recording never stops; each such deletion is logged and counted. A write that fails for lack of space
-//! (ffmpeg, the catalog) wakes retention at once ([`press`]).
+//! (ffmpeg, the catalog) wakes retention at once ([`press`]). A deleted segment pinned on the local IPFS node
+//! is unpinned (the node's garbage collection then frees its blocks).
 //!
 //! Deletion is crash-safe and keeps catalog, playlists and disk consistent: rows are tombstoned first (they
 //! leave every playlist and the pipeline), then the files are removed, then the rows; a session folder goes
@@ -19,13 +23,18 @@ use std::time::Duration;
 use supervisors::{ChildHandle, ChildSpec, Clock, ExitReason, Shutdown};
 use tokio::sync::{Notify, watch};
 
-use crate::catalog::{Catalog, Segment};
+use crate::catalog::{Catalog, Safe, Segment};
 use crate::config::{Config, RetentionConfig};
 use crate::error::{Error, Result};
+use crate::ipfs::cluster::Cluster;
+use crate::ipfs::kubo::Kubo;
 
 /// Segments deleted by retention since start, and how many of them were not yet distributed.
 pub static DELETED: AtomicU64 = AtomicU64::new(0);
 pub static DELETED_UNDISTRIBUTED: AtomicU64 = AtomicU64::new(0);
+
+/// Segments retention asks the cluster about per pass.
+const CLUSTER_ASKS: usize = 32;
 
 /// Rows looked at per step.
 const STEP: usize = 64;
@@ -77,12 +86,18 @@ struct Retention {
     cfg: RetentionConfig,
     catalog: Arc<Catalog>,
     data_dir: PathBuf,
-    /// Only distributed segments may go (outside the critical floor).
-    distribution: bool,
+    /// What may go outside the critical floor.
+    safe: Safe,
+    /// Asked about the oldest unconfirmed segments: the cluster and its `replication_min`.
+    cluster: Option<(Cluster, u32)>,
+    /// Deleted segments are unpinned here (local pinning).
+    kubo: Option<Kubo>,
     clock: Arc<dyn Clock>,
     path: String,
     /// Passes in a row that could delete nothing while over budget (their warning is rate-limited).
     blocked: std::sync::atomic::AtomicU32,
+    /// CIDs of deleted segments, to unpin after the pass.
+    unpin: std::sync::Mutex<Vec<String>>,
 }
 
 impl Retention {
@@ -112,11 +127,24 @@ impl Retention {
         if let Some((n, first)) = failed {
             tracing::error!(actor = %self.path, "cannot delete {n} segment file(s) (first: {first}); they stay out of every playlist and are retried on the next pass");
         }
+        let folders: std::collections::HashMap<(String, String), PathBuf> = gone
+            .iter()
+            .filter_map(|s| {
+                let dir = data_dir.join(&s.path).parent()?.to_path_buf();
+                Some(((s.camera.clone(), s.session.clone()), dir))
+            })
+            .collect();
+        self.unpin
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(gone.iter().filter_map(|s| s.cid.clone()));
         for (camera, session) in catalog.forget(&gone)? {
             if catalog.session_closed(&camera, &session)? != Some(true) {
                 continue;
             }
-            let dir = data_dir.join(&camera).join(&session);
+            let Some(dir) = folders.get(&(camera.clone(), session.clone())).cloned() else {
+                continue;
+            };
             let _ = std::fs::remove_file(dir.join(crate::capture::ffmpeg::SEGMENT_LIST));
             match std::fs::remove_dir(&dir) {
                 Ok(()) => catalog.drop_session(&camera, &session)?,
@@ -154,7 +182,7 @@ impl Retention {
         loop {
             let mut batch = Vec::new();
             let mut want = need;
-            for s in catalog.oldest(STEP, self.distribution)? {
+            for s in catalog.oldest(STEP, self.safe)? {
                 let too_old = cutoff.is_some_and(|c| s.start_ms + s.duration_ms < c);
                 if want == 0 && !too_old {
                     break;
@@ -167,20 +195,20 @@ impl Retention {
                 // Below the critical floor with nothing distributed to delete: the oldest footage goes anyway,
                 // just enough to get back above the floor.
                 let mut want = need_critical;
-                for s in catalog.oldest(STEP, false)? {
+                for s in catalog.oldest(STEP, Safe::Any)? {
                     if want == 0 {
                         break;
                     }
                     want = want.saturating_sub(s.bytes.max(0) as u64);
                     batch.push(s);
                 }
-                undistributed = self.distribution;
+                undistributed = self.safe != Safe::Any;
             }
             if batch.is_empty() {
                 if need > 0 && deleted == 0 {
                     let n = self.blocked.fetch_add(1, Ordering::Relaxed);
                     if n % 30 == 0 {
-                        tracing::warn!(actor = %self.path, free, needed = need, "over the disk budget, but nothing may be deleted yet (footage not yet distributed; above the critical floor); looking again every {} s", self.cfg.check_seconds);
+                        tracing::warn!(actor = %self.path, free, needed = need, "over the disk budget, but nothing may be deleted yet (footage not yet distributed or replicated; above the critical floor); looking again every {} s", self.cfg.check_seconds);
                     }
                 }
                 return Ok(deleted);
@@ -189,7 +217,7 @@ impl Retention {
             if undistributed {
                 for s in &batch {
                     tracing::warn!(actor = %self.path, segment = %s.path, free, critical = self.cfg.critical_free.bytes_of(total),
-                        "deleting footage that is not yet distributed: free space is below the critical floor and recording must go on");
+                        "deleting footage that is not yet distributed or replicated: free space is below the critical floor and recording must go on");
                 }
                 DELETED_UNDISTRIBUTED.fetch_add(batch.len() as u64, Ordering::Relaxed);
             }
@@ -205,13 +233,58 @@ impl Retention {
         }
     }
 
+    /// Ask the cluster how many peers pin the oldest segments it has not confirmed yet (a few per pass: the
+    /// oldest are the ones retention wants next).
+    async fn confirm_with_cluster(&self) {
+        let Some((cluster, min)) = &self.cluster else {
+            return;
+        };
+        let min = *min;
+        let catalog = self.catalog.clone();
+        let Ok(rows) = catalog.run(move |c| c.unconfirmed(CLUSTER_ASKS, min)).await else {
+            return;
+        };
+        for s in rows {
+            let Some(cid) = &s.cid else { continue };
+            match cluster.status(cid).await {
+                Ok(st) => {
+                    let n = st.pinned_on() as u32;
+                    let id = s.id;
+                    let _ = self.catalog.run(move |c| c.set_cluster_peers(id, n)).await;
+                    if n < min {
+                        // Older ones are confirmed first; the rest wait for the next pass.
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(actor = %self.path, "cluster status of {cid}: {e}");
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Unpin what the last pass deleted from the local IPFS node (best effort: a failure leaves a pin that
+    /// costs disk only, and is logged).
+    async fn unpin_deleted(&self) {
+        let cids = std::mem::take(&mut *self.unpin.lock().unwrap_or_else(|p| p.into_inner()));
+        let Some(kubo) = &self.kubo else { return };
+        for cid in cids {
+            if let Err(e) = kubo.pin_rm(&cid).await {
+                tracing::warn!(actor = %self.path, %cid, "deleted segment not unpinned: {e}");
+            }
+        }
+    }
+
     async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) -> ExitReason {
         let every = Duration::from_secs(self.cfg.check_seconds);
         let mut failures = 0u32;
         loop {
+            self.confirm_with_cluster().await;
             let me = self.clone();
             let now = self.now_ms();
             let result = tokio::task::spawn_blocking(move || me.pass(now)).await;
+            self.unpin_deleted().await;
             match result {
                 Ok(Ok(0)) => failures = 0,
                 Ok(Ok(n)) => {
@@ -240,7 +313,51 @@ impl Retention {
 pub fn child_spec(config: &Config, catalog: Arc<Catalog>) -> ChildSpec {
     let cfg = config.retention.clone();
     let data_dir = config.data_dir.clone();
-    let distribution = config.ipfs.is_some();
+    let cluster_min = config
+        .ipfs
+        .as_ref()
+        .and_then(|i| i.cluster.as_ref())
+        .map(|c| {
+            // -1: every peer; asking for at least two is the most a count can say without the peer list.
+            if c.replication_min < 1 {
+                2
+            } else {
+                c.replication_min as u32
+            }
+        });
+    let safe = match (&config.ipfs, cfg.min_replicas, cluster_min) {
+        (None, _, _) => Safe::Any,
+        (Some(_), None, None) => Safe::Distributed,
+        (Some(_), mirrors, cluster) => Safe::Replicated {
+            mirrors: mirrors.unwrap_or(u32::MAX),
+            cluster,
+        },
+    };
+    let timeout = Duration::from_secs(config.ipfs.as_ref().map_or(30, |i| i.timeout_seconds));
+    let cluster = config
+        .ipfs
+        .as_ref()
+        .and_then(|i| i.cluster.as_ref())
+        .zip(cluster_min)
+        .and_then(|(c, min)| {
+            let auth = c.basic_auth.as_ref().and_then(|b| {
+                b.expose()
+                    .split_once(':')
+                    .map(|(u, p)| crate::ipfs::kubo::Auth::Basic {
+                        user: u.to_string(),
+                        password: p.to_string(),
+                    })
+            });
+            Cluster::new(&c.api, auth, timeout).ok().map(|c| (c, min))
+        });
+    let kubo = config
+        .ipfs
+        .as_ref()
+        .filter(|i| i.cluster.is_none())
+        .and_then(|i| {
+            let auth = crate::tree::auth_of(&i.basic_auth, &i.bearer_token);
+            Kubo::new(&i.api, auth, timeout).ok()
+        });
     let about = format!(
         "disk budget of {}: {}min free {}, critical {}{}",
         data_dir.display(),
@@ -257,10 +374,13 @@ pub fn child_spec(config: &Config, catalog: Arc<Catalog>) -> ChildSpec {
             cfg: cfg.clone(),
             catalog: catalog.clone(),
             data_dir: data_dir.clone(),
-            distribution,
+            safe,
+            cluster: cluster.clone(),
+            kubo: kubo.clone(),
             clock: cx.clock(),
             path: cx.path.clone(),
             blocked: Default::default(),
+            unpin: Default::default(),
         });
         Ok(ChildHandle::task(worker.run(rx), move || {
             let _ = tx.send(true);

@@ -37,7 +37,7 @@ fn tuned(spec: SupervisorSpec, config: &Config) -> SupervisorSpec {
     config.supervision.apply(spec)
 }
 
-fn auth_of(basic: &Option<Secret>, bearer: &Option<Secret>) -> Option<Auth> {
+pub(crate) fn auth_of(basic: &Option<Secret>, bearer: &Option<Secret>) -> Option<Auth> {
     if let Some((user, password)) = basic.as_ref().and_then(|b| b.expose().split_once(':')) {
         return Some(Auth::Basic {
             user: user.to_string(),

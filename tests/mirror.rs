@@ -432,6 +432,149 @@ fn without_a_shared_index_the_mirror_heals_from_the_origins_listing_with_a_token
     drop((origin, mirror));
 }
 
+#[test]
+fn the_origin_deletes_only_what_its_mirror_holds_until_the_critical_floor() {
+    let bed = Bed::start(&["ipfs-a", "ipfs-b", "mongo"]);
+    let cam = Camera::start(1);
+    let dir = tempfile::tempdir().unwrap();
+    let mut origin = node(
+        dir.path(),
+        "origin",
+        &bed.ipfs_a,
+        Some(&bed.mongo),
+        &[("cam1", cam.url(1))],
+        "[retention]\nmax_bytes = \"600KB\"\nmin_replicas = 1\ncheck_seconds = 1\n",
+    );
+    let oc = catalog(&origin.data);
+    // Over its budget with no mirror: nothing may go (above the critical floor).
+    wait_until("footage over the budget", Duration::from_secs(90), || {
+        oc.total_bytes().unwrap() > 900_000
+    });
+    origin
+        .vigil
+        .expect_line("nothing may be deleted yet", Duration::from_secs(20));
+    let first = oc.all("cam1").unwrap()[0].clone();
+    assert!(
+        oc.segment("cam1", first.id).unwrap().is_some(),
+        "the oldest segment was kept"
+    );
+    let before: HashMap<i64, String> = oc
+        .all("cam1")
+        .unwrap()
+        .into_iter()
+        .filter_map(|s| Some((s.id, s.cid?)))
+        .collect();
+
+    // A mirror comes: it backfills and acknowledges; the origin deletes what the mirror holds, down to budget.
+    let mirror = node(
+        dir.path(),
+        "mirror",
+        &bed.ipfs_b,
+        Some(&bed.mongo),
+        &[],
+        MIRROR_CAM1,
+    );
+    wait_until(
+        "the origin back within its budget",
+        Duration::from_secs(90),
+        || oc.total_bytes().unwrap() <= 600_000 + 250_000,
+    );
+    let now: std::collections::HashSet<i64> =
+        oc.all("cam1").unwrap().iter().map(|s| s.id).collect();
+    let deleted: Vec<&String> = before
+        .iter()
+        .filter(|(id, _)| !now.contains(id))
+        .map(|(_, c)| c)
+        .collect();
+    assert!(!deleted.is_empty());
+    let held: std::collections::HashSet<String> = mirrored(&mirror.data)
+        .values()
+        .map(|(c, _)| c.clone())
+        .collect();
+    for cid in &deleted {
+        assert!(
+            held.contains(*cid),
+            "{cid} was deleted on the origin but is not on the mirror"
+        );
+    }
+    // Deleted here, unpinned here (the mirror keeps it pinned).
+    let a = kubo(&bed.ipfs_a);
+    let b = kubo(&bed.ipfs_b);
+    rt().block_on(async {
+        for cid in &deleted {
+            assert!(
+                !a.pin_ls(cid).await.unwrap(),
+                "{cid} still pinned on the origin's node"
+            );
+            assert!(
+                b.pin_ls(cid).await.unwrap(),
+                "{cid} not pinned on the mirror's node"
+            );
+        }
+    });
+    figure(
+        "replication-aware retention (test)",
+        &format!(
+            "{} segments deleted on the origin after the mirror acknowledged them; none before",
+            deleted.len()
+        ),
+    );
+    origin.vigil.stop();
+    drop((origin, mirror));
+}
+
+#[test]
+fn with_a_cluster_retention_waits_for_replication_min_peers() {
+    let bed = Bed::start(&["ipfs-a"]);
+    // A one-peer cluster (the fake pins on node A and reports that one peer).
+    let cluster = support::cluster::FakeCluster::start(&bed.ipfs_a, None);
+    let cam = Camera::start(1);
+    let dir = tempfile::tempdir().unwrap();
+    let with_min = |min: u32| {
+        format!(
+            "[ipfs.cluster]\napi = \"{}\"\nreplication_min = {min}\nreplication_max = 3\n\
+             [retention]\nmax_bytes = \"600KB\"\ncheck_seconds = 1\n",
+            cluster.url
+        )
+    };
+    let mut origin = node(
+        dir.path(),
+        "origin",
+        &bed.ipfs_a,
+        None,
+        &[("cam1", cam.url(1))],
+        &with_min(2),
+    );
+    let oc = catalog(&origin.data);
+    wait_until("footage over the budget", Duration::from_secs(90), || {
+        oc.total_bytes().unwrap() > 900_000
+    });
+    origin
+        .vigil
+        .expect_line("nothing may be deleted yet", Duration::from_secs(20));
+    let first = oc.all("cam1").unwrap()[0].clone();
+    assert!(
+        oc.segment("cam1", first.id).unwrap().is_some(),
+        "kept: the cluster pins it on 1 peer, not 2"
+    );
+    // The same footage, the cluster's word enough at 1 peer: it goes, down to the budget.
+    origin.vigil.stop();
+    let text = std::fs::read_to_string(&origin.config)
+        .unwrap()
+        .replace("replication_min = 2", "replication_min = 1");
+    std::fs::write(&origin.config, text).unwrap();
+    origin.restart();
+    wait_until(
+        "the oldest segment deleted",
+        Duration::from_secs(60),
+        || oc.segment("cam1", first.id).unwrap().is_none(),
+    );
+    wait_until("back within the budget", Duration::from_secs(60), || {
+        oc.total_bytes().unwrap() <= 600_000 + 250_000
+    });
+    origin.vigil.stop();
+}
+
 /// What a player gets from the EVENT playlist `text` (served under `base`) played from its first segment to
 /// its last: the snapshot, finished with ENDLIST and its URIs made absolute, read through by ffprobe.
 fn play_snapshot(addr: &str, base: &str, text: &str, dir: &Path) -> f64 {

@@ -186,10 +186,11 @@ const MIGRATIONS: &[&str] = &[
     );
     INSERT INTO meta (key, value) VALUES ('auth_version', '0');",
     // 6: the storage role. `origin` is the node that recorded a mirrored segment (NULL: recorded here);
-    // `replicas` counts the other nodes known to hold a segment (mirrors' acknowledgements), which retention
-    // weighs; segments are found by CID (the IPFS proxy route, acknowledgements).
+    // `replicas` counts the other nodes known to hold a segment (mirrors' acknowledgements) and
+    // `cluster_peers` the IPFS Cluster peers that reported it pinned, which retention weighs; segments are found by CID (the IPFS proxy route, acknowledgements).
     "ALTER TABLE segments ADD COLUMN origin TEXT;
     ALTER TABLE segments ADD COLUMN replicas INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE segments ADD COLUMN cluster_peers INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX segments_cid ON segments (cid) WHERE cid IS NOT NULL;
     CREATE TABLE replicas (
         segment_id INTEGER NOT NULL,
@@ -275,6 +276,18 @@ pub struct NewSegment {
     pub duration_ms: i64,
     pub bytes: i64,
     pub first_in_session: bool,
+}
+
+/// Which segments retention may delete (see [`Catalog::oldest`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Safe {
+    /// Any (below the critical floor; or no distribution configured).
+    Any,
+    /// Pinned and indexed.
+    Distributed,
+    /// Pinned, indexed and held elsewhere: acknowledged by at least `mirrors` mirrors, or pinned on at least
+    /// `cluster` IPFS Cluster peers (when a cluster is configured), or a mirrored copy (its origin has it).
+    Replicated { mirrors: u32, cluster: Option<u32> },
 }
 
 /// A catalogued segment.
@@ -1025,21 +1038,61 @@ impl Catalog {
 
     // ---- retention ---------------------------------------------------------------------------------------
 
-    /// Up to `limit` of the oldest segments (all cameras) that retention may delete: only distributed ones
-    /// (pinned and indexed) when `distributed_only`. O(limit) through the start-time indexes.
-    pub fn oldest(&self, limit: usize, distributed_only: bool) -> Result<Vec<Segment>> {
-        let filter = if distributed_only {
-            "INDEXED BY segments_start_distributed WHERE indexed_at_ms IS NOT NULL AND deleting = 0"
-        } else {
-            "INDEXED BY segments_start WHERE deleting = 0"
+    /// Up to `limit` of the oldest segments (all cameras) that retention may delete under `safe`. O(limit)
+    /// through the start-time indexes for [`Safe::Any`] and [`Safe::Distributed`]; [`Safe::Replicated`] also
+    /// steps over the distributed rows not yet replicated enough (those waiting for their mirrors).
+    pub fn oldest(&self, limit: usize, safe: Safe) -> Result<Vec<Segment>> {
+        let (filter, a, b) = match safe {
+            Safe::Any => ("INDEXED BY segments_start WHERE deleting = 0", 0, 0),
+            Safe::Distributed => (
+                "INDEXED BY segments_start_distributed WHERE indexed_at_ms IS NOT NULL AND deleting = 0",
+                0,
+                0,
+            ),
+            Safe::Replicated { mirrors, cluster } => (
+                "INDEXED BY segments_start_distributed WHERE indexed_at_ms IS NOT NULL AND deleting = 0
+                 AND (origin IS NOT NULL OR replicas >= ?2 OR cluster_peers >= ?3)",
+                i64::from(mirrors),
+                cluster.map_or(i64::MAX, i64::from),
+            ),
         };
         self.read(|c| {
             let mut st = c.prepare_cached(&format!(
                 "SELECT {COLUMNS} FROM segments {filter} ORDER BY start_ms LIMIT ?1"
             ))?;
-            st.query_map([limit as i64], row_to_segment)?
+            if matches!(safe, Safe::Replicated { .. }) {
+                st.query_map(params![limit as i64, a, b], row_to_segment)?
+                    .collect::<rusqlite::Result<_>>()
+            } else {
+                st.query_map([limit as i64], row_to_segment)?
+                    .collect::<rusqlite::Result<_>>()
+            }
+        })
+    }
+
+    /// The oldest distributed segments recorded here that IPFS Cluster has not yet confirmed at `min` peers
+    /// (retention asks the cluster about them).
+    pub fn unconfirmed(&self, limit: usize, min: u32) -> Result<Vec<Segment>> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM segments INDEXED BY segments_start_distributed
+                 WHERE indexed_at_ms IS NOT NULL AND deleting = 0 AND origin IS NULL AND cluster_peers < ?2
+                 ORDER BY start_ms LIMIT ?1"
+            ))?;
+            st.query_map(params![limit as i64, i64::from(min)], row_to_segment)?
                 .collect::<rusqlite::Result<_>>()
         })
+    }
+
+    /// Record how many cluster peers reported segment `id` pinned.
+    pub fn set_cluster_peers(&self, id: i64, peers: u32) -> Result<()> {
+        self.writer()
+            .execute(
+                "UPDATE segments SET cluster_peers = ?2 WHERE id = ?1",
+                params![id, peers],
+            )
+            .map_err(Error::from_sql)?;
+        Ok(())
     }
 
     /// Retention, step 1: tombstone segments about to be deleted. They leave every playlist and the pipeline
@@ -1438,9 +1491,9 @@ mod tests {
         let all = c.all("cam1").unwrap();
         c.mark(Stage::Pin, all[0].id, Some("x")).unwrap();
         c.mark(Stage::Index, all[0].id, None).unwrap();
-        let oldest = c.oldest(10, true).unwrap();
+        let oldest = c.oldest(10, Safe::Distributed).unwrap();
         assert_eq!(oldest.len(), 1, "only distributed segments when asked");
-        assert_eq!(c.oldest(2, false).unwrap().len(), 2);
+        assert_eq!(c.oldest(2, Safe::Any).unwrap().len(), 2);
         c.tombstone(&all[..2]).unwrap();
         assert_eq!(c.tombstoned(10).unwrap().len(), 2);
         assert_eq!(

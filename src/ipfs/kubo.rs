@@ -225,6 +225,18 @@ impl Kubo {
         Ok(())
     }
 
+    /// Remove the recursive pin of `cid` (idempotent: "not pinned" is success).
+    pub async fn pin_rm(&self, cid: &str) -> Result<()> {
+        match self
+            .json("pin/rm", self.post("pin/rm").query(&[("arg", cid)]))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(Error::IpfsApi { message, .. }) if message.contains("not pinned") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Whether `cid` is pinned recursively.
     pub async fn pin_ls(&self, cid: &str) -> Result<bool> {
         match self
