@@ -16,6 +16,7 @@ pub mod playlists;
 pub mod process;
 pub mod retention;
 pub mod tree;
+pub mod verify;
 pub mod web;
 
 pub use error::{Error, Result};

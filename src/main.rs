@@ -64,6 +64,29 @@ enum Command {
         #[command(subcommand)]
         action: TokenAction,
     },
+    /// Prove a camera's footage over a time range complete and unaltered (on any node: the one that recorded
+    /// it, a mirror, or one that keeps nothing). Reads the range from the index and this node's catalog,
+    /// checks that no seq is missing within a session and that every document chains to the one before
+    /// (prev_cid), rehashes every segment (this node's copy, else fetched through its IPFS node) against the
+    /// CID the index records, and lists where sessions meet. Each problem names the segment. Exits 0 only
+    /// when complete and unaltered, 1 when not, 2 when it cannot check (bad arguments, index unreachable).
+    Verify {
+        /// The node's config file (its index, IPFS API and catalog are used).
+        #[arg(long, short, value_name = "FILE", env = "VIGIL_CONFIG")]
+        config: PathBuf,
+        /// The camera's id.
+        #[arg(long)]
+        camera: String,
+        /// Start of the range, RFC 3339 (e.g. 2026-11-22T08:00:00Z).
+        #[arg(long, value_name = "TIME")]
+        from: String,
+        /// End of the range (exclusive), RFC 3339.
+        #[arg(long, value_name = "TIME")]
+        to: String,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the supervision tree that `run` starts: supervisors, strategies, restart limits and workers.
     Tree {
         /// Show the tree for this config (its tuning and cameras); without it, the defaults.
@@ -116,6 +139,10 @@ enum TokenAction {
         /// What the token is for (shown by `token list`).
         #[arg(long, default_value = "")]
         label: String,
+        /// Take the token from the first line of standard input instead of generating one: the same token on
+        /// several nodes (replay nodes behind a load balancer, a mirror listing several origins).
+        #[arg(long)]
+        token_stdin: bool,
     },
     /// List tokens: id, user, label, created.
     List,
@@ -251,8 +278,28 @@ fn user_command(config: Option<PathBuf>, action: UserAction) -> Result<(), Strin
 fn token_command(config: Option<PathBuf>, action: TokenAction) -> Result<(), String> {
     let (_, catalog) = admin_catalog(config)?;
     match action {
-        TokenAction::Add { user, label } => {
-            let token = vigil::auth::generate_token();
+        TokenAction::Add {
+            user,
+            label,
+            token_stdin,
+        } => {
+            let token = if token_stdin {
+                let mut line = String::new();
+                std::io::stdin()
+                    .read_line(&mut line)
+                    .map_err(|e| format!("cannot read the token from standard input: {e}"))?;
+                let t = line.trim().to_string();
+                if !t.starts_with("vgl_")
+                    || t.len() < 36
+                    || !t.is_ascii()
+                    || t.contains(char::is_whitespace)
+                {
+                    return Err("a token is vgl_ followed by at least 32 characters (as `vigil token add` prints)".into());
+                }
+                t
+            } else {
+                vigil::auth::generate_token()
+            };
             let id = catalog
                 .add_token(&vigil::auth::sha256_hex(token.as_bytes()), &user, &label)
                 .map_err(|e| e.to_string())?;
@@ -262,7 +309,11 @@ fn token_command(config: Option<PathBuf>, action: TokenAction) -> Result<(), Str
                 None,
                 Some(&format!("id {id} {label}")),
             );
-            println!("token {id} for {user} (shown once): {token}");
+            if token_stdin {
+                println!("token {id} for {user} imported");
+            } else {
+                println!("token {id} for {user} (shown once): {token}");
+            }
         }
         TokenAction::List => {
             for t in catalog.tokens().map_err(|e| e.to_string())? {
@@ -355,6 +406,62 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Verify {
+            config,
+            camera,
+            from,
+            to,
+            json,
+        } => {
+            let c = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let time = |name: &str, v: &str| {
+                chrono::DateTime::parse_from_rfc3339(v)
+                    .map(|d| d.timestamp_millis())
+                    .map_err(|e| format!("--{name} {v:?} is not an RFC 3339 time ({e}); e.g. 2026-11-22T08:00:00Z"))
+            };
+            let (from_ms, to_ms) = match (time("from", &from), time("to", &to)) {
+                (Ok(a), Ok(b)) if a < b => (a, b),
+                (Ok(_), Ok(_)) => {
+                    eprintln!("error: --to must be after --from");
+                    return ExitCode::from(2);
+                }
+                (Err(e), _) | (_, Err(e)) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a tokio runtime");
+            match rt.block_on(vigil::verify::verify(&c, &camera, from_ms, to_ms)) {
+                Ok(report) => {
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::to_string_pretty(&report).expect("report serialises")
+                        );
+                    } else {
+                        print!("{report}");
+                    }
+                    if report.ok() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
+                    }
+                }
+                Err(e) => {
+                    eprintln!("error: cannot verify: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Tree { config } => {
             let c = match config {
                 Some(path) => match Config::load(&path) {

@@ -575,6 +575,127 @@ fn with_a_cluster_retention_waits_for_replication_min_peers() {
     origin.vigil.stop();
 }
 
+/// `vigil verify` with `config` over `[from, to)`: exit code and output.
+fn verify(config: &Path, from: i64, to: i64) -> (i32, String) {
+    let t = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .unwrap()
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    };
+    let out = std::process::Command::new(VIGIL)
+        .args([
+            "verify",
+            "--camera",
+            "cam1",
+            "--from",
+            &t(from),
+            "--to",
+            &t(to),
+            "--config",
+        ])
+        .arg(config)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn verify_proves_a_day_intact_and_names_a_flipped_deleted_or_unindexed_segment() {
+    let bed = Bed::start(&["ipfs-a", "ipfs-b", "mongo"]);
+    let cam = Camera::start(1);
+    let dir = tempfile::tempdir().unwrap();
+    let mut origin = node(
+        dir.path(),
+        "origin",
+        &bed.ipfs_a,
+        Some(&bed.mongo),
+        &[("cam1", cam.url(1))],
+        "",
+    );
+    let mut mirror = node(
+        dir.path(),
+        "mirror",
+        &bed.ipfs_b,
+        Some(&bed.mongo),
+        &[],
+        MIRROR_CAM1,
+    );
+    wait_until("6 segments on the mirror", Duration::from_secs(90), || {
+        mirrored(&mirror.data).len() >= 6
+    });
+    caught_up(
+        &origin,
+        &mirror,
+        "the mirror to hold all published",
+        Duration::from_secs(30),
+    );
+    origin.vigil.stop();
+    mirror.vigil.stop();
+    let rows = catalog(&mirror.data).all("cam1").unwrap();
+    let (from, to) = (rows[0].start_ms, rows[rows.len() - 1].start_ms + 1);
+
+    // Intact: on the mirror (its copies), on the origin (its files).
+    for config in [&mirror.config, &origin.config] {
+        let (code, out) = verify(config, from, to);
+        assert_eq!(code, 0, "{out}");
+        assert!(
+            out.contains("complete: yes; unaltered: yes; VERIFIED"),
+            "{out}"
+        );
+    }
+    let victim = &rows[rows.len() / 2];
+    let name = format!("{}/{}", victim.session, victim.seq);
+    let file = mirror.data.join(&victim.path);
+    let original = std::fs::read(&file).unwrap();
+
+    // One byte flipped in a mirrored segment.
+    let mut flipped = original.clone();
+    let at = flipped.len() / 2;
+    flipped[at] ^= 0x01;
+    std::fs::write(&file, &flipped).unwrap();
+    let (code, out) = verify(&mirror.config, from, to);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(&format!("altered: {name}:")), "{out}");
+    assert!(out.contains("unaltered: NO"), "{out}");
+
+    // The segment deleted.
+    std::fs::remove_file(&file).unwrap();
+    let (code, out) = verify(&mirror.config, from, to);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(&format!("file_gone: {name}:")), "{out}");
+    std::fs::write(&file, &original).unwrap();
+    assert_eq!(verify(&mirror.config, from, to).0, 0, "restored");
+
+    // Its index document removed.
+    rt().block_on(async {
+        let client = mongodb::Client::with_uri_str(&bed.mongo).await.unwrap();
+        let c = client
+            .database("vigil")
+            .collection::<mongodb::bson::Document>("segments");
+        let r = c
+            .delete_one(mongodb::bson::doc! { "_id": format!("cam1/{name}") })
+            .await
+            .unwrap();
+        assert_eq!(r.deleted_count, 1);
+    });
+    for config in [&mirror.config, &origin.config] {
+        let (code, out) = verify(config, from, to);
+        assert_eq!(code, 1, "{out}");
+        assert!(out.contains(&format!("missing_seq: {name}:")), "{out}");
+        assert!(out.contains(&format!("not_indexed: {name}:")), "{out}");
+        assert!(out.contains("complete: NO"), "{out}");
+    }
+    let (_, out) = verify(&origin.config, from, to);
+    eprintln!("{out}");
+}
+
 /// What a player gets from the EVENT playlist `text` (served under `base`) played from its first segment to
 /// its last: the snapshot, finished with ENDLIST and its URIs made absolute, read through by ffprobe.
 fn play_snapshot(addr: &str, base: &str, text: &str, dir: &Path) -> f64 {

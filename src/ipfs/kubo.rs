@@ -207,6 +207,21 @@ impl Kubo {
             .await
     }
 
+    /// The CID `add` would give these bytes (same options), without storing them (`only-hash`).
+    pub async fn hash_bytes(&self, data: Vec<u8>) -> Result<String> {
+        let form = Form::new().part("file", octet(Part::bytes(data).file_name("segment.ts")));
+        let v = self
+            .json(
+                "add",
+                self.post("add")
+                    .query(&Self::ADD_QUERY)
+                    .query(&[("only-hash", "true")])
+                    .multipart(form),
+            )
+            .await?;
+        Ok(Self::added(&v)?.cid)
+    }
+
     async fn add(&self, file: Part) -> Result<Added> {
         let form = Form::new().part("file", octet(file));
         let v = self
