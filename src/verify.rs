@@ -25,6 +25,9 @@ use crate::error::{Error, Result};
 use crate::index::{IndexDoc, Scope};
 use crate::ipfs::kubo::Kubo;
 
+/// One segment's check: its size and whether this node's copy was read, or what is wrong.
+type Checked = std::result::Result<(u64, bool), Finding>;
+
 /// Segments hashed at once.
 const CONCURRENCY: usize = 4;
 
@@ -248,50 +251,47 @@ pub async fn verify(config: &Config, camera: &str, from_ms: i64, to_ms: i64) -> 
         .iter()
         .map(|s| ((s.session.clone(), s.seq), s.clone()))
         .collect();
-    let checked: Vec<(std::result::Result<(u64, bool), Finding>, IndexDoc)> =
-        futures_util::stream::iter(docs.iter().cloned().map(|d| {
-            let held = by_key.get(&(d.session.clone(), d.seq)).cloned();
-            let (kubo, data_dir) = (kubo.clone(), config.data_dir.clone());
-            async move {
-                let r = async {
-                    let (bytes, here) =
-                        bytes_of(&data_dir, kubo.as_ref(), &d, held.as_ref()).await?;
-                    let n = bytes.len() as u64;
-                    let Some(kubo) = &kubo else {
-                        return Err(Finding {
-                            kind: "unreadable",
-                            segment: key(&d.session, d.seq),
-                            detail: "no [ipfs] configured to hash with".into(),
-                        });
-                    };
-                    let cid = kubo.hash_bytes(bytes).await.map_err(|e| Finding {
+    let checked: Vec<Checked> = futures_util::stream::iter(docs.iter().cloned().map(|d| {
+        let held = by_key.get(&(d.session.clone(), d.seq)).cloned();
+        let (kubo, data_dir) = (kubo.clone(), config.data_dir.clone());
+        async move {
+            async {
+                let (bytes, here) = bytes_of(&data_dir, kubo.as_ref(), &d, held.as_ref()).await?;
+                let n = bytes.len() as u64;
+                let Some(kubo) = &kubo else {
+                    return Err(Finding {
                         kind: "unreadable",
                         segment: key(&d.session, d.seq),
-                        detail: format!("cannot hash: {e}"),
-                    })?;
-                    if cid != d.cid {
-                        return Err(Finding {
-                            kind: "altered",
-                            segment: key(&d.session, d.seq),
-                            detail: format!(
-                                "{} hashes to {cid}, the index records {}",
-                                held.as_ref()
-                                    .map_or(d.filename.as_str(), |s| s.path.as_str()),
-                                d.cid
-                            ),
-                        });
-                    }
-                    Ok((n, here))
+                        detail: "no [ipfs] configured to hash with".into(),
+                    });
+                };
+                let cid = kubo.hash_bytes(bytes).await.map_err(|e| Finding {
+                    kind: "unreadable",
+                    segment: key(&d.session, d.seq),
+                    detail: format!("cannot hash: {e}"),
+                })?;
+                if cid != d.cid {
+                    return Err(Finding {
+                        kind: "altered",
+                        segment: key(&d.session, d.seq),
+                        detail: format!(
+                            "{} hashes to {cid}, the index records {}",
+                            held.as_ref()
+                                .map_or(d.filename.as_str(), |s| s.path.as_str()),
+                            d.cid
+                        ),
+                    });
                 }
-                .await;
-                (r, d)
+                Ok((n, here))
             }
-        }))
-        .buffered(CONCURRENCY)
-        .collect()
-        .await;
+            .await
+        }
+    }))
+    .buffered(CONCURRENCY)
+    .collect()
+    .await;
     let (mut checked_bytes, mut local_copies, mut unaltered) = (0u64, 0usize, true);
-    for (r, _) in checked {
+    for r in checked {
         match r {
             Ok((n, here)) => {
                 checked_bytes += n;
