@@ -196,12 +196,16 @@ fn user_command(config: Option<PathBuf>, action: UserAction) -> Result<(), Strin
                 );
             }
             for f in &factories {
-                if !cfg.cameras.iter().any(|c| &c.factory_id == f) {
+                if !cfg.cameras.iter().any(|c| &c.factory_id == f)
+                    && !cfg.remote_cameras.iter().any(|c| &c.factory_id == f)
+                {
                     eprintln!("note: no camera of this node has factory_id {f:?} (yet)");
                 }
             }
             for id in &cameras {
-                if !cfg.cameras.iter().any(|c| &c.id == id) {
+                if !cfg.cameras.iter().any(|c| &c.id == id)
+                    && !cfg.remote_cameras.iter().any(|c| &c.id == id)
+                {
                     eprintln!("note: this node has no camera {id:?} (yet)");
                 }
             }

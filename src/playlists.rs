@@ -21,6 +21,28 @@ pub fn uri(s: &Segment) -> String {
     format!("segments/{}.ts", s.id)
 }
 
+/// How a playlist names its segments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Uris {
+    /// `segments/<id>.ts`: this node's catalog ids (its own footage).
+    Ids,
+    /// `ipfs/<cid>.ts`: the same on every node (replay of footage recorded elsewhere, behind a load balancer);
+    /// the IPFS proxy route serves a local copy when there is one.
+    Cids,
+}
+
+fn entry_with(s: &Segment, discontinuity: bool, uris: Uris) -> Entry {
+    match (uris, &s.cid) {
+        (Uris::Cids, Some(cid)) => Entry {
+            uri: format!("ipfs/{cid}.ts"),
+            start_ms: s.start_ms,
+            duration_ms: s.duration_ms.max(0) as u64,
+            discontinuity,
+        },
+        _ => entry(s, discontinuity),
+    }
+}
+
 fn entry(s: &Segment, discontinuity: bool) -> Entry {
     Entry {
         uri: uri(s),
@@ -176,6 +198,7 @@ pub fn vod(
     to_ms: i64,
     include_running: bool,
     configured_target: u64,
+    uris: Uris,
 ) -> Result<String> {
     let mut rows = if include_running {
         overlapping(catalog, camera, from_ms, to_ms)?
@@ -186,7 +209,7 @@ pub fn vod(
     let entries: Vec<Entry> = rows
         .iter()
         .enumerate()
-        .map(|(i, s)| entry(s, i > 0 && s.session != rows[i - 1].session))
+        .map(|(i, s)| entry_with(s, i > 0 && s.session != rows[i - 1].session, uris))
         .collect();
     let target_duration = target(catalog, camera, configured_target)?;
     Ok(hls::render(&Playlist {
@@ -407,7 +430,7 @@ mod tests {
                 }
             }
             // VOD of everything: every segment still on disk, late ones included, in time order.
-            let text = vod(&c, "cam", 0, i64::MAX / 2, false, 2).unwrap();
+            let text = vod(&c, "cam", 0, i64::MAX / 2, false, 2, Uris::Ids).unwrap();
             let pl = parse(&text);
             prop_assert_eq!(pl.playlist_type, Some(MediaPlaylistType::Vod));
             prop_assert!(pl.end_list);

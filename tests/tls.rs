@@ -19,15 +19,13 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use support::*;
 
-const NGINX: &str = "/usr/sbin/nginx";
+use support::nginx::{NGINX, Nginx};
 const ADMIN: (&str, &str) = ("root", "admin-pass-0123");
 /// The address curl sends from: nginx sees it as the client, vigil sees nginx (127.0.0.1).
 const CLIENT_ADDR: &str = "127.0.0.2";
@@ -108,79 +106,6 @@ fn site_conf(dir: &Path, https: u16, plain: u16, upstream: &str, data: &Path) ->
         conf = conf.replace(from, &to);
     }
     conf
-}
-
-/// A private nginx serving the documented site config; stopped (by its PID) when dropped.
-struct Nginx {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Nginx {
-    fn start(dir: &Path, site: &str, ports: &[u16]) -> Nginx {
-        let d = dir.display();
-        std::fs::create_dir_all(dir.join("acme")).unwrap();
-        let conf = format!(
-            "user root; worker_processes 1; daemon off; pid {d}/nginx.pid; error_log {d}/error.log;\n\
-             events {{ worker_connections 512; }}\n\
-             http {{\n\
-             include /etc/nginx/mime.types; default_type application/octet-stream; sendfile on;\n\
-             client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fcgi;\n\
-             uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
-             {site}\n}}\n"
-        );
-        let path = dir.join("nginx.conf");
-        std::fs::write(&path, conf).unwrap();
-        let args = |extra: &[&str]| {
-            let mut a: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-            a.extend([
-                "-p".into(),
-                format!("{d}/"),
-                "-e".into(),
-                format!("{d}/error.log"),
-                "-c".into(),
-                path.display().to_string(),
-            ]);
-            a
-        };
-        let test = Command::new(NGINX).args(args(&["-t"])).output().unwrap();
-        assert!(
-            test.status.success(),
-            "nginx -t refuses the config made from deploy/nginx/vigil.conf:\n{}",
-            String::from_utf8_lossy(&test.stderr)
-        );
-        let child = Command::new(NGINX)
-            .args(args(&[]))
-            .stdin(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut n = Nginx {
-            child,
-            dir: dir.to_path_buf(),
-        };
-        wait_until("nginx listens", Duration::from_secs(10), || {
-            if let Ok(Some(status)) = n.child.try_wait() {
-                panic!("nginx exited ({status}):\n{}", n.error_log());
-            }
-            ports
-                .iter()
-                .all(|p| std::net::TcpStream::connect(("127.0.0.1", *p)).is_ok())
-        });
-        n
-    }
-
-    fn error_log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        // The master stops its workers on SIGTERM.
-        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
-        let _ = self.child.wait();
-    }
 }
 
 /// One curl answer.

@@ -48,6 +48,17 @@ struct CameraInfo {
     kind: &'static str,
 }
 
+impl CameraInfo {
+    /// Footage recorded elsewhere is named by CID in VOD, so that every replay node serves the same URIs.
+    fn uris(&self) -> playlists::Uris {
+        if self.kind == "local" {
+            playlists::Uris::Ids
+        } else {
+            playlists::Uris::Cids
+        }
+    }
+}
+
 struct State {
     node_id: String,
     auth: Arc<Auth>,
@@ -321,8 +332,19 @@ async fn day(
             Err(r) => r,
         };
     }
-    match blocking(move || playlists::vod(&catalog, &cam.id, from, to, false, cam.target_duration))
-        .await
+    let uris = cam.uris();
+    match blocking(move || {
+        playlists::vod(
+            &catalog,
+            &cam.id,
+            from,
+            to,
+            false,
+            cam.target_duration,
+            uris,
+        )
+    })
+    .await
     {
         Ok(body) => playlist_response(body, "max-age=60"),
         Err(r) => r,
@@ -386,8 +408,11 @@ async fn vod(
     }
     let catalog = state.catalog.clone();
     // Include the segment that was already running at `from`.
-    match blocking(move || playlists::vod(&catalog, &cam.id, from, to, true, cam.target_duration))
-        .await
+    let uris = cam.uris();
+    match blocking(move || {
+        playlists::vod(&catalog, &cam.id, from, to, true, cam.target_duration, uris)
+    })
+    .await
     {
         Ok(body) => playlist_response(body, "max-age=60"),
         Err(r) => r,

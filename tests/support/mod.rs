@@ -8,6 +8,7 @@
 
 pub mod bed;
 pub mod cluster;
+pub mod nginx;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
