@@ -4,79 +4,12 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
+use support::browser::{browser_check, node_modules, node_script};
 use support::*;
-
-fn node_modules() -> PathBuf {
-    if let Some(p) = std::env::var_os("VIGIL_UI_NODE_MODULES") {
-        return PathBuf::from(p);
-    }
-    let out = Command::new("bash")
-        .arg(repo().join("testbed/npm-cache.sh"))
-        .output()
-        .expect("run testbed/npm-cache.sh");
-    assert!(
-        out.status.success(),
-        "testbed/npm-cache.sh failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .last()
-            .expect("a path")
-            .trim(),
-    )
-}
-
-fn browser_check(
-    url: &str,
-    advance_s: u32,
-    shot: &std::path::Path,
-    modules: &std::path::Path,
-) -> String {
-    assert!(
-        std::path::Path::new("/usr/bin/chromium").exists(),
-        "Chromium is required: run testbed/install-browser.sh"
-    );
-    let (ok, text) = node_script(
-        "browser-check.mjs",
-        &[url.into(), shot.into()],
-        modules,
-        &[
-            ("VIGIL_BROWSER_ADVANCE", &advance_s.to_string()),
-            ("VIGIL_BROWSER_TIMEOUT", "45"),
-        ],
-    );
-    assert!(ok, "browser check of {url} failed:\n{text}");
-    text
-}
-
-/// Runs `node testbed/<script> ARGS` with ui/'s node_modules; (success, stdout and stderr).
-fn node_script(
-    script: &str,
-    args: &[std::ffi::OsString],
-    modules: &std::path::Path,
-    env: &[(&str, &str)],
-) -> (bool, String) {
-    let out = Command::new("node")
-        .arg(repo().join("testbed").join(script))
-        .args(args)
-        .env("VIGIL_UI_NODE_MODULES", modules)
-        .envs(env.iter().copied())
-        .output()
-        .expect("node is required");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
 
 #[test]
 fn hls_js_plays_live_and_straight_across_a_session_join() {

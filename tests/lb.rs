@@ -213,9 +213,9 @@ fn replay_keeps_working_through_either_node_when_the_other_stops() {
     );
     assert_eq!(serving(&lb), restarted_id);
     figure(
-        "nginx in front of two replay nodes (test)",
+        "storage",
         &format!(
-            "VOD of 4 segments ({bytes} bytes) served through either node; a stopped node's next request went to the other"
+            "nginx in front of two replay nodes (test): VOD of 4 segments ({bytes} bytes) served through either node; a stopped node's next request went to the other"
         ),
     );
     drop((nginx, origin, restarted));

@@ -51,6 +51,19 @@ fn node(
     cameras: &[(&str, String)],
     remote: &str,
 ) -> Node {
+    node_http(dir, node_id, ipfs, mongo, cameras, remote, "")
+}
+
+/// [`node`] with `http` added to its `[http]` table.
+fn node_http(
+    dir: &Path,
+    node_id: &str,
+    ipfs: &str,
+    mongo: Option<&str>,
+    cameras: &[(&str, String)],
+    remote: &str,
+    http: &str,
+) -> Node {
     let data = dir.join(node_id);
     let mut top = format!("[ipfs]\napi = \"{ipfs}\"\ntopic = \"{TOPIC}\"\ntimeout_seconds = 10\n");
     if let Some(m) = mongo {
@@ -58,7 +71,8 @@ fn node(
     }
     top += remote;
     let text = config(&data, cameras, &top)
-        .replace("node_id = \"test\"", &format!("node_id = \"{node_id}\""));
+        .replace("node_id = \"test\"", &format!("node_id = \"{node_id}\""))
+        .replace("[http]\n", &format!("[http]\n{http}"));
     let config = dir.join(format!("{node_id}.toml"));
     std::fs::write(&config, text).unwrap();
     Node {
@@ -127,13 +141,18 @@ fn a_mirror_keeps_byte_identical_copies_and_any_node_replays_through_ipfs() {
         &[("cam1", cam.url(1))],
         "",
     );
-    let mirror = node(
+    let modules = support::browser::node_modules();
+    let mirror = node_http(
         dir.path(),
         "mirror",
         &bed.ipfs_b,
         Some(&bed.mongo),
         &[],
         MIRROR_CAM1,
+        &format!(
+            "assets_dir = \"{}\"\n",
+            modules.join("hls.js/dist").display()
+        ),
     );
     let replay = node(
         dir.path(),
@@ -183,6 +202,37 @@ fn a_mirror_keeps_byte_identical_copies_and_any_node_replays_through_ipfs() {
         listed >= 10.0 && (played - listed).abs() < 2.5,
         "ffprobe {played} s, playlist {listed} s"
     );
+    // hls.js in Chromium plays the mirror's footage from its first segment to its last.
+    let rows = catalog(&mirror.data).all("cam1").unwrap();
+    let t = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .unwrap()
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    };
+    let (a, z) = (&rows[0], &rows[rows.len() - 1]);
+    let span = (z.start_ms + z.duration_ms - a.start_ms) as f64 / 1000.0;
+    let played = support::browser::browser_check(
+        &format!(
+            "http://{}/?camera=cam1&mode=vod&from={}&to={}",
+            mirror.vigil.addr,
+            t(a.start_ms),
+            t(z.start_ms + z.duration_ms)
+        ),
+        (span - 2.5).max(4.0) as u32,
+        &dir.path().join("mirror.png"),
+        &modules,
+    );
+    figure(
+        "storage",
+        &format!(
+            "hls.js plays the mirror's {span:.1} s of cam1 end to end: {}",
+            played
+                .lines()
+                .filter(|l| l.contains("currentTime advance"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+    );
     let live = mirror.vigil.get("/cameras/cam1/live.m3u8");
     assert_eq!(live.status, 200);
     assert!(live.text().contains("segments/"), "{}", live.text());
@@ -193,9 +243,9 @@ fn a_mirror_keeps_byte_identical_copies_and_any_node_replays_through_ipfs() {
     assert!(s["mirrored"].as_u64().unwrap() >= 6, "{stats}");
     assert!(s["lag_samples"].as_u64().unwrap() >= 1, "{stats}");
     figure(
-        "mirror lag, 1 camera (test)",
+        "storage",
         &format!(
-            "p50 {} ms, p99 {} ms over {} live announcements",
+            "mirror lag, 1 camera (test): p50 {} ms, p99 {} ms over {} live announcements",
             s["lag_ms_p50"], s["lag_ms_p99"], s["lag_samples"]
         ),
     );
@@ -236,7 +286,7 @@ fn a_mirror_keeps_byte_identical_copies_and_any_node_replays_through_ipfs() {
         vod.text()
     );
     assert!(vod.text().contains("#EXT-X-ENDLIST"));
-    let by_cid: HashMap<String, String> = origin_rows
+    let by_cid: HashMap<String, String> = published(&origin.data)
         .values()
         .map(|(c, p)| (c.clone(), p.clone()))
         .collect();
@@ -303,8 +353,11 @@ fn a_mirror_backfills_after_its_outage_and_heals_what_pubsub_lost() {
     let stats = mirror_stats(&mirror);
     assert!(stats["stats"]["healed"].as_u64().unwrap() >= 5, "{stats}");
     figure(
-        "mirror backfill after its own outage (test)",
-        &format!("{missed} segments in {:.1} s", took.as_secs_f64()),
+        "storage",
+        &format!(
+            "mirror backfill after its own outage (test): {missed} segments in {:.1} s",
+            took.as_secs_f64()
+        ),
     );
     // Nothing fetched twice: one row per segment, each file once.
     let rows = catalog(&mirror.data).all("cam1").unwrap();
@@ -513,9 +566,9 @@ fn the_origin_deletes_only_what_its_mirror_holds_until_the_critical_floor() {
         }
     });
     figure(
-        "replication-aware retention (test)",
+        "storage",
         &format!(
-            "{} segments deleted on the origin after the mirror acknowledged them; none before",
+            "replication-aware retention (test): {} segments deleted on the origin after the mirror acknowledged them; none before",
             deleted.len()
         ),
     );
@@ -930,9 +983,9 @@ fn bad_announcements_are_rejected_and_counted_while_real_ones_keep_flowing() {
     );
     let s = mirror_stats(&mirror);
     figure(
-        "bad announcements (test)",
+        "storage",
         &format!(
-            "{} sent, rejected by reason {}",
+            "bad announcements (test): {} sent, rejected by reason {}",
             corpus.len(),
             s["stats"]["rejected"]
         ),

@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod bed;
+pub mod browser;
 pub mod cluster;
 pub mod nginx;
 
