@@ -962,6 +962,12 @@ impl Config {
             if c.factory_id.trim().is_empty() {
                 bad(f("factory_id"), "must not be empty".into());
             }
+            if !c.mirror && (self.index.is_none() || self.ipfs.is_none()) {
+                bad(
+                    f("mirror"),
+                    "a camera replayed without a copy (mirror = false) is read from the shared index and fetched through IPFS: configure [index] and [ipfs]".into(),
+                );
+            }
             if c.mirror && self.ipfs.is_none() {
                 bad(
                     f("mirror"),
@@ -1311,6 +1317,46 @@ stall_seconds = 20
                 "index.mongodb_uri: mongodb+srv:// (DNS seed lists) is not supported: list the hosts with mongodb://".to_string(),
             ]
         );
+    }
+
+    #[test]
+    fn remote_cameras_and_the_mirror_are_checked() {
+        let text = "node_id = \"m\"\ndata_dir = \"/d\"\n\
+            [retention]\nmin_replicas = 1\n\
+            [mirror]\nconcurrency = 0\nmax_segment_bytes = \"5%\"\n\
+            [[mirror.origins]]\nnode_id = \"a b\"\nurl = \"ftp://x\"\n\
+            [[cameras]]\nid = \"mirror\"\nfactory_id = \"f\"\nurl = \"rtsp://h/1\"\n\
+            [[cameras]]\nid = \"cam1\"\nfactory_id = \"f\"\nurl = \"rtsp://h/1\"\n\
+            [[remote_cameras]]\nid = \"cam1\"\nfactory_id = \"f\"\n\
+            [[remote_cameras]]\nid = \"cam9\"\nfactory_id = \"\"\nmirror = false\n\
+            [[remote_cameras]]\nid = \"cam9\"\nfactory_id = \"f\"\n";
+        let p = problems(text);
+        let has = |field: &str, words: &str| {
+            assert!(
+                p.iter().any(|x| x.starts_with(field) && x.contains(words)),
+                "no {field} … {words} in {p:#?}"
+            )
+        };
+        has("cameras[0].id", "reserved");
+        has("remote_cameras[0].id", "local or remote, not both");
+        has("remote_cameras[1].factory_id", "must not be empty");
+        has("remote_cameras[1].mirror", "configure [index] and [ipfs]");
+        has("remote_cameras[2].id", "duplicate remote camera id");
+        has("remote_cameras[2].mirror", "configure [ipfs]");
+        has("retention.min_replicas", "configure [ipfs]");
+        has("mirror.concurrency", "between 1 and 64");
+        has("mirror.max_segment_bytes", "not a percentage");
+        has("mirror.origins[0].node_id", "only letters");
+        has("mirror.origins[0].url", "scheme");
+        let good = parse(
+            "node_id = \"m\"\ndata_dir = \"/d\"\n[ipfs]\napi = \"http://127.0.0.1:5001\"\n\
+             [index]\nmongodb_uri = \"mongodb://127.0.0.1\"\n\
+             [[remote_cameras]]\nid = \"cam1\"\nfactory_id = \"f\"\n\
+             [[remote_cameras]]\nid = \"cam2\"\nfactory_id = \"f\"\nmirror = false\n",
+        )
+        .unwrap();
+        assert!(good.remote_cameras[0].mirror && !good.remote_cameras[1].mirror);
+        assert_eq!(good.mirror, MirrorConfig::default());
     }
 
     #[test]

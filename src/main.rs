@@ -389,6 +389,18 @@ fn main() -> ExitCode {
                         if cam.enabled { "" } else { ", disabled" }
                     );
                 }
+                for cam in &c.remote_cameras {
+                    println!(
+                        "  {} (factory {}): recorded elsewhere, {}",
+                        cam.id,
+                        cam.factory_id,
+                        if cam.mirror {
+                            "mirrored here"
+                        } else {
+                            "replayed through the index and IPFS"
+                        }
+                    );
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {

@@ -366,6 +366,27 @@ mod tests {
         assert!(services[3].starts_with("│   ├── publisher  [worker, permanent]: announce on pubsub topic \"vigil-segments\""), "{pipeline}");
         assert!(services[4].starts_with("│   ├── retention"), "{pipeline}");
         assert!(services[5].starts_with("│   └── web"), "{pipeline}");
+        let mirroring = Config::parse(
+            "node_id = \"m1\"\ndata_dir = \"/d\"\n[ipfs]\napi = \"http://127.0.0.1:5001\"\n\
+             [[remote_cameras]]\nid = \"c1\"\nfactory_id = \"f\"\n",
+            std::path::Path::new("t.toml"),
+        )
+        .unwrap();
+        let text = root(
+            &mirroring,
+            memory_catalog(&mirroring),
+            test_auth(&mirroring),
+        )
+        .unwrap()
+        .render_tree();
+        assert!(
+            text.contains("│   ├── mirror  [worker, permanent]: storage role: mirror 1 camera(s) announced on \"vigil-segments\", heal gaps from the origins' listings"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("replicas"),
+            "no cameras recorded here: {text}"
+        );
         let text = root(
             &with_cams,
             memory_catalog(&with_cams),

@@ -202,4 +202,47 @@ mod tests {
         );
         assert!(Announcement::of(&Segment { cid: None, ..s }, None, "n1").is_none());
     }
+
+    #[test]
+    fn checks_keep_paths_cids_times_and_sizes_sane() {
+        let cid = format!("bafkrei{}", "a".repeat(52));
+        let good = Announcement {
+            v: VERSION,
+            filename: "cam1/S1/seg_00003.ts".into(),
+            cid: cid.clone(),
+            factory_id: "f".into(),
+            device_id: "cam1".into(),
+            session: "S1".into(),
+            seq: 3,
+            start: "2026-11-22T10:00:00.000Z".into(),
+            end: "2026-11-22T10:00:02.000Z".into(),
+            prev_cid: Some(cid.clone()),
+            node_id: "edge-01".into(),
+            bytes: Some(188 * 100),
+            published_ms: None,
+        };
+        let c = good.check().unwrap();
+        assert_eq!(
+            (c.file.as_str(), c.end_ms - c.start_ms),
+            ("seg_00003.ts", 2000)
+        );
+        let bad = |f: &dyn Fn(&mut Announcement), why: &str| {
+            let mut a = good.clone();
+            f(&mut a);
+            let e = a.check().unwrap_err();
+            assert!(e.contains(why), "{e}");
+        };
+        bad(&|a| a.device_id = "../etc".into(), "device_id");
+        bad(&|a| a.session = ".hidden".into(), "session");
+        bad(&|a| a.cid = "QmShort".into(), "not a CID");
+        bad(&|a| a.prev_cid = Some("x/y".into()), "prev_cid");
+        bad(&|a| a.seq = -1, "seq");
+        bad(&|a| a.start = "yesterday".into(), "RFC 3339");
+        bad(&|a| a.end = "2026-11-22T09:00:00Z".into(), "within an hour");
+        bad(&|a| a.bytes = Some(0), "bytes");
+        bad(&|a| a.filename = "cam1/S1/seg.sh".into(), ".ts");
+        bad(&|a| a.filename = "cam1/S1/..ts".into(), ".ts");
+        assert!(plausible_cid(&cid) && plausible_cid(&format!("Qm{}", "x".repeat(44))));
+        assert!(!plausible_cid(&format!("bafk{}/..", "a".repeat(50))));
+    }
 }
