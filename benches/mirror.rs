@@ -83,39 +83,72 @@ fn remote(cameras: usize) -> String {
     s
 }
 
+/// A run: the bed, the cameras, the folder, the origin and the mirror (with its config), once the mirror
+/// follows every camera.
+struct Run {
+    _bed: Bed,
+    _cam: Camera,
+    dir: tempfile::TempDir,
+    _origin: Vigil,
+    mirror: Vigil,
+    mirror_config: PathBuf,
+}
+
+impl Run {
+    fn start(cameras: usize) -> Run {
+        let bed = Bed::start(&["ipfs-a", "ipfs-b", "mongo"]);
+        let cam = Camera::start(cameras);
+        let dir = tempfile::tempdir().unwrap();
+        let cams: Vec<(String, String)> = (1..=cameras)
+            .map(|n| (format!("cam{n}"), cam.url(n)))
+            .collect();
+        let cams: Vec<(&str, String)> = cams.iter().map(|(a, b)| (a.as_str(), b.clone())).collect();
+        let (origin, _) = start(dir.path(), "origin", &bed.ipfs_a, &bed.mongo, &cams, "");
+        let (mirror, mirror_config) = start(
+            dir.path(),
+            "mirror",
+            &bed.ipfs_b,
+            &bed.mongo,
+            &[],
+            &remote(cameras),
+        );
+        let m = dir.path().join("mirror");
+        wait_until(
+            "the mirror following every camera",
+            Duration::from_secs(120),
+            || {
+                let t = times(&m, "recorded_at_ms");
+                (1..=cameras).all(|n| t.keys().any(|k| k.0 == format!("cam{n}")))
+            },
+        );
+        Run {
+            _bed: bed,
+            _cam: cam,
+            dir,
+            _origin: origin,
+            mirror,
+            mirror_config,
+        }
+    }
+
+    fn origin(&self) -> PathBuf {
+        self.dir.path().join("origin")
+    }
+
+    fn mirror_data(&self) -> PathBuf {
+        self.dir.path().join("mirror")
+    }
+}
+
 /// Lag with `cameras` cameras over `secs` seconds after a warm-up.
 fn lag(cameras: usize, secs: u64) {
-    let bed = Bed::start(&["ipfs-a", "ipfs-b", "mongo"]);
-    let cam = Camera::start(cameras);
-    let dir = tempfile::tempdir().unwrap();
-    let cams: Vec<(String, String)> = (1..=cameras)
-        .map(|n| (format!("cam{n}"), cam.url(n)))
-        .collect();
-    let cams: Vec<(&str, String)> = cams.iter().map(|(a, b)| (a.as_str(), b.clone())).collect();
-    let (_origin, _) = start(dir.path(), "origin", &bed.ipfs_a, &bed.mongo, &cams, "");
-    let (_mirror, _) = start(
-        dir.path(),
-        "mirror",
-        &bed.ipfs_b,
-        &bed.mongo,
-        &[],
-        &remote(cameras),
-    );
-    let (o, m) = (dir.path().join("origin"), dir.path().join("mirror"));
-    wait_until(
-        "the mirror following every camera",
-        Duration::from_secs(120),
-        || {
-            let t = times(&m, "recorded_at_ms");
-            (1..=cameras).all(|n| t.keys().any(|k| k.0 == format!("cam{n}")))
-        },
-    );
+    let run = Run::start(cameras);
     let warm = chrono::Utc::now().timestamp_millis() + 5_000;
     std::thread::sleep(Duration::from_secs(secs));
     // Let the last announcements land.
     std::thread::sleep(Duration::from_secs(3));
-    let published = times(&o, "published_at_ms");
-    let mirrored = times(&m, "recorded_at_ms");
+    let published = times(&run.origin(), "published_at_ms");
+    let mirrored = times(&run.mirror_data(), "recorded_at_ms");
     let mut lags: Vec<i64> = Vec::new();
     let mut missing = 0;
     for (k, p) in &published {
@@ -140,38 +173,15 @@ fn lag(cameras: usize, secs: u64) {
 /// Backfill after the mirror was down `outage` seconds, 8 cameras.
 fn backfill(outage: u64) {
     let cameras = 8;
-    let bed = Bed::start(&["ipfs-a", "ipfs-b", "mongo"]);
-    let cam = Camera::start(cameras);
-    let dir = tempfile::tempdir().unwrap();
-    let cams: Vec<(String, String)> = (1..=cameras)
-        .map(|n| (format!("cam{n}"), cam.url(n)))
-        .collect();
-    let cams: Vec<(&str, String)> = cams.iter().map(|(a, b)| (a.as_str(), b.clone())).collect();
-    let (_origin, _) = start(dir.path(), "origin", &bed.ipfs_a, &bed.mongo, &cams, "");
-    let (mut mirror, config) = start(
-        dir.path(),
-        "mirror",
-        &bed.ipfs_b,
-        &bed.mongo,
-        &[],
-        &remote(cameras),
-    );
-    let (o, m) = (dir.path().join("origin"), dir.path().join("mirror"));
-    wait_until(
-        "the mirror following every camera",
-        Duration::from_secs(120),
-        || {
-            let t = times(&m, "recorded_at_ms");
-            (1..=cameras).all(|n| t.keys().any(|k| k.0 == format!("cam{n}")))
-        },
-    );
-    mirror.stop();
+    let mut run = Run::start(cameras);
+    run.mirror.stop();
     std::thread::sleep(Duration::from_secs(outage));
-    let want = times(&o, "published_at_ms");
-    let have = times(&m, "recorded_at_ms");
+    let want = times(&run.origin(), "published_at_ms");
+    let have = times(&run.mirror_data(), "recorded_at_ms");
     let missed = want.keys().filter(|k| !have.contains_key(*k)).count();
     let t0 = Instant::now();
-    let _mirror = Vigil::start(&config);
+    run.mirror = Vigil::start(&run.mirror_config);
+    let m = run.mirror_data();
     wait_until(
         "the mirror caught up",
         Duration::from_secs(outage * 3 + 120),

@@ -162,11 +162,7 @@ fn replay_keeps_working_through_either_node_when_the_other_stops() {
         },
     );
     let rows = oc.all("cam1").unwrap();
-    let t = |ms: i64| {
-        chrono::DateTime::from_timestamp_millis(ms)
-            .unwrap()
-            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-    };
+    let t = rfc3339_ms;
     let q = format!(
         "from={}&to={}",
         t(rows[0].start_ms),

@@ -82,6 +82,60 @@ fn node_http(
     }
 }
 
+/// Waits until the origin's footage is over a 600 KB budget and its retention says it may delete nothing;
+/// the oldest segment must still be there (`why`). Returns it.
+fn over_budget_and_kept(
+    origin: &mut Node,
+    oc: &vigil::catalog::Catalog,
+    why: &str,
+) -> vigil::catalog::Segment {
+    wait_until("footage over the budget", Duration::from_secs(90), || {
+        oc.total_bytes().unwrap() > 900_000
+    });
+    origin
+        .vigil
+        .expect_line("nothing may be deleted yet", Duration::from_secs(20));
+    let first = oc.all("cam1").unwrap()[0].clone();
+    assert!(oc.segment("cam1", first.id).unwrap().is_some(), "{why}");
+    first
+}
+
+/// A private bed (two js-ipfs, SecantusDB), a camera and a folder for the nodes.
+fn bed_camera_dir() -> (Bed, Camera, tempfile::TempDir) {
+    (
+        Bed::start(&["ipfs-a", "ipfs-b", "mongo"]),
+        Camera::start(1),
+        tempfile::tempdir().unwrap(),
+    )
+}
+
+/// An origin recording `cam`'s cam1 on node A, indexing in the bed's SecantusDB, with `extra` TOML.
+fn origin_node(bed: &Bed, cam: &Camera, dir: &Path, extra: &str) -> Node {
+    node(
+        dir,
+        "origin",
+        &bed.ipfs_a,
+        Some(&bed.mongo),
+        &[("cam1", cam.url(1))],
+        extra,
+    )
+}
+
+/// An origin recording `cam`'s cam1 on node A and a mirror of it on node B, both indexing in the bed's
+/// SecantusDB.
+fn origin_and_mirror(bed: &Bed, cam: &Camera, dir: &Path) -> (Node, Node) {
+    let origin = origin_node(bed, cam, dir, "");
+    let mirror = node(
+        dir,
+        "mirror",
+        &bed.ipfs_b,
+        Some(&bed.mongo),
+        &[],
+        MIRROR_CAM1,
+    );
+    (origin, mirror)
+}
+
 /// The origin's published segments of cam1: (session, seq) → (cid, path).
 fn published(data: &Path) -> HashMap<(String, i64), (String, String)> {
     catalog(data)
@@ -130,17 +184,8 @@ const MIRROR_CAM1: &str = "[mirror]\nfetch_timeout_seconds = 2\nheal_seconds = 5
 
 #[test]
 fn a_mirror_keeps_byte_identical_copies_and_any_node_replays_through_ipfs() {
-    let bed = Bed::start(&["ipfs-a", "ipfs-b", "mongo"]);
-    let cam = Camera::start(1);
-    let dir = tempfile::tempdir().unwrap();
-    let origin = node(
-        dir.path(),
-        "origin",
-        &bed.ipfs_a,
-        Some(&bed.mongo),
-        &[("cam1", cam.url(1))],
-        "",
-    );
+    let (bed, cam, dir) = bed_camera_dir();
+    let origin = origin_node(&bed, &cam, dir.path(), "");
     let modules = support::browser::node_modules();
     let mirror = node_http(
         dir.path(),
@@ -204,11 +249,7 @@ fn a_mirror_keeps_byte_identical_copies_and_any_node_replays_through_ipfs() {
     );
     // hls.js in Chromium plays the mirror's footage from its first segment to its last.
     let rows = catalog(&mirror.data).all("cam1").unwrap();
-    let t = |ms: i64| {
-        chrono::DateTime::from_timestamp_millis(ms)
-            .unwrap()
-            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-    };
+    let t = rfc3339_ms;
     let (a, z) = (&rows[0], &rows[rows.len() - 1]);
     let span = (z.start_ms + z.duration_ms - a.start_ms) as f64 / 1000.0;
     let played = support::browser::browser_check(
@@ -266,11 +307,7 @@ fn a_mirror_keeps_byte_identical_copies_and_any_node_replays_through_ipfs() {
     // Replay on a node that recorded nothing and keeps nothing: VOD from the index, segments through IPFS.
     let all = catalog(&origin.data).all("cam1").unwrap();
     let (first, last) = (&all[0], &all[all.len() - 2]);
-    let t = |ms: i64| {
-        chrono::DateTime::from_timestamp_millis(ms)
-            .unwrap()
-            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-    };
+    let t = rfc3339_ms;
     let q = format!("from={}&to={}", t(first.start_ms), t(last.start_ms + 1));
     let vod = replay.vigil.get(&format!("/cameras/cam1/vod.m3u8?{q}"));
     assert_eq!(vod.status, 200, "{}", vod.text());
@@ -313,25 +350,8 @@ fn a_mirror_keeps_byte_identical_copies_and_any_node_replays_through_ipfs() {
 
 #[test]
 fn a_mirror_backfills_after_its_outage_and_heals_what_pubsub_lost() {
-    let bed = Bed::start(&["ipfs-a", "ipfs-b", "mongo"]);
-    let cam = Camera::start(1);
-    let dir = tempfile::tempdir().unwrap();
-    let origin = node(
-        dir.path(),
-        "origin",
-        &bed.ipfs_a,
-        Some(&bed.mongo),
-        &[("cam1", cam.url(1))],
-        "",
-    );
-    let mut mirror = node(
-        dir.path(),
-        "mirror",
-        &bed.ipfs_b,
-        Some(&bed.mongo),
-        &[],
-        MIRROR_CAM1,
-    );
+    let (bed, cam, dir) = bed_camera_dir();
+    let (origin, mut mirror) = origin_and_mirror(&bed, &cam, dir.path());
     wait_until("3 segments on the mirror", Duration::from_secs(90), || {
         mirrored(&mirror.data).len() >= 3
     });
@@ -487,9 +507,7 @@ fn without_a_shared_index_the_mirror_heals_from_the_origins_listing_with_a_token
 
 #[test]
 fn the_origin_deletes_only_what_its_mirror_holds_until_the_critical_floor() {
-    let bed = Bed::start(&["ipfs-a", "ipfs-b", "mongo"]);
-    let cam = Camera::start(1);
-    let dir = tempfile::tempdir().unwrap();
+    let (bed, cam, dir) = bed_camera_dir();
     let mut origin = node(
         dir.path(),
         "origin",
@@ -500,17 +518,7 @@ fn the_origin_deletes_only_what_its_mirror_holds_until_the_critical_floor() {
     );
     let oc = catalog(&origin.data);
     // Over its budget with no mirror: nothing may go (above the critical floor).
-    wait_until("footage over the budget", Duration::from_secs(90), || {
-        oc.total_bytes().unwrap() > 900_000
-    });
-    origin
-        .vigil
-        .expect_line("nothing may be deleted yet", Duration::from_secs(20));
-    let first = oc.all("cam1").unwrap()[0].clone();
-    assert!(
-        oc.segment("cam1", first.id).unwrap().is_some(),
-        "the oldest segment was kept"
-    );
+    over_budget_and_kept(&mut origin, &oc, "the oldest segment was kept");
     let before: HashMap<i64, String> = oc
         .all("cam1")
         .unwrap()
@@ -599,16 +607,10 @@ fn with_a_cluster_retention_waits_for_replication_min_peers() {
         &with_min(2),
     );
     let oc = catalog(&origin.data);
-    wait_until("footage over the budget", Duration::from_secs(90), || {
-        oc.total_bytes().unwrap() > 900_000
-    });
-    origin
-        .vigil
-        .expect_line("nothing may be deleted yet", Duration::from_secs(20));
-    let first = oc.all("cam1").unwrap()[0].clone();
-    assert!(
-        oc.segment("cam1", first.id).unwrap().is_some(),
-        "kept: the cluster pins it on 1 peer, not 2"
+    let first = over_budget_and_kept(
+        &mut origin,
+        &oc,
+        "kept: the cluster pins it on 1 peer, not 2",
     );
     // The same footage, the cluster's word enough at 1 peer: it goes, down to the budget.
     origin.vigil.stop();
@@ -630,11 +632,7 @@ fn with_a_cluster_retention_waits_for_replication_min_peers() {
 
 /// `vigil verify` with `config` over `[from, to)`: exit code and output.
 fn verify(config: &Path, from: i64, to: i64) -> (i32, String) {
-    let t = |ms: i64| {
-        chrono::DateTime::from_timestamp_millis(ms)
-            .unwrap()
-            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-    };
+    let t = rfc3339_ms;
     let out = std::process::Command::new(VIGIL)
         .args([
             "verify",
@@ -661,25 +659,8 @@ fn verify(config: &Path, from: i64, to: i64) -> (i32, String) {
 
 #[test]
 fn verify_proves_a_day_intact_and_names_a_flipped_deleted_or_unindexed_segment() {
-    let bed = Bed::start(&["ipfs-a", "ipfs-b", "mongo"]);
-    let cam = Camera::start(1);
-    let dir = tempfile::tempdir().unwrap();
-    let mut origin = node(
-        dir.path(),
-        "origin",
-        &bed.ipfs_a,
-        Some(&bed.mongo),
-        &[("cam1", cam.url(1))],
-        "",
-    );
-    let mut mirror = node(
-        dir.path(),
-        "mirror",
-        &bed.ipfs_b,
-        Some(&bed.mongo),
-        &[],
-        MIRROR_CAM1,
-    );
+    let (bed, cam, dir) = bed_camera_dir();
+    let (mut origin, mut mirror) = origin_and_mirror(&bed, &cam, dir.path());
     wait_until("6 segments on the mirror", Duration::from_secs(90), || {
         mirrored(&mirror.data).len() >= 6
     });
@@ -834,17 +815,8 @@ fn add_v0(api: &str, data: Vec<u8>) -> String {
 
 #[test]
 fn bad_announcements_are_rejected_and_counted_while_real_ones_keep_flowing() {
-    let bed = Bed::start(&["ipfs-a", "ipfs-b", "mongo"]);
-    let cam = Camera::start(1);
-    let dir = tempfile::tempdir().unwrap();
-    let origin = node(
-        dir.path(),
-        "origin",
-        &bed.ipfs_a,
-        Some(&bed.mongo),
-        &[("cam1", cam.url(1))],
-        "",
-    );
+    let (bed, cam, dir) = bed_camera_dir();
+    let origin = origin_node(&bed, &cam, dir.path(), "");
     let mirror = node(
         dir.path(),
         "mirror",

@@ -407,17 +407,7 @@ impl Follower {
             tracing::debug!(actor = %self.path, cid = %item.cid, "announcement of a segment held here already: dropped");
             return;
         }
-        let now = chrono::Utc::now().timestamp_millis();
-        let oldest = now - i64::from(self.deps.config.backfill_hours) * 3_600_000;
-        let camera = self.camera.clone();
-        let deleted = self
-            .deps
-            .catalog
-            .run(move |c| c.deleted_until(&camera))
-            .await
-            .ok()
-            .flatten();
-        if item.start_ms < oldest || deleted.is_some_and(|d| item.start_ms <= d) {
+        if item.start_ms < self.floor().await {
             self.deps.stats.reject("too_old");
             tracing::warn!(actor = %self.path, cid = %item.cid, start_ms = item.start_ms, "announcement older than the backfill window (or than what retention deleted here): dropped");
             return;
@@ -438,6 +428,22 @@ impl Follower {
         self.store_all(vec![item], false).await;
     }
 
+    /// The oldest start this follower takes: the backfill window's, or just after what retention deleted
+    /// here (a mirror never fetches back footage it has already let go).
+    async fn floor(&self) -> i64 {
+        let oldest = chrono::Utc::now().timestamp_millis()
+            - i64::from(self.deps.config.backfill_hours) * 3_600_000;
+        let camera = self.camera.clone();
+        let deleted = self
+            .deps
+            .catalog
+            .run(move |c| c.deleted_until(&camera))
+            .await
+            .ok()
+            .flatten();
+        oldest.max(deleted.map_or(i64::MIN, |d| d + 1))
+    }
+
     fn source_name(&self) -> &'static str {
         if self.deps.index.is_shared() {
             "shared index"
@@ -451,21 +457,8 @@ impl Follower {
     async fn heal(&mut self, why: &'static str, until_ms: Option<i64>) {
         self.refresh_last().await;
         let now = chrono::Utc::now().timestamp_millis();
-        let oldest = now - i64::from(self.deps.config.backfill_hours) * 3_600_000;
-        let camera = self.camera.clone();
-        let deleted = self
-            .deps
-            .catalog
-            .run(move |c| c.deleted_until(&camera))
-            .await
-            .ok()
-            .flatten();
-        let mut from = self
-            .last
-            .as_ref()
-            .map_or(oldest, |l| l.start_ms)
-            .max(oldest)
-            .max(deleted.map_or(i64::MIN, |d| d + 1));
+        let floor = self.floor().await;
+        let mut from = self.last.as_ref().map_or(floor, |l| l.start_ms).max(floor);
         let to = until_ms.unwrap_or(now + 60_000);
         let mut total = 0usize;
         while from < to {

@@ -600,6 +600,13 @@ pub fn marker_frames(file: &str) -> Vec<f64> {
         .collect()
 }
 
+/// Unix ms as RFC 3339 UTC with milliseconds (query parameters of range routes and `vigil verify`).
+pub fn rfc3339_ms(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
 pub fn catalog(data_dir: &Path) -> vigil::catalog::Catalog {
     vigil::catalog::Catalog::open(&data_dir.join("catalog.sqlite")).unwrap()
 }
