@@ -193,6 +193,10 @@ pub struct RetentionConfig {
     /// a cluster, the cluster's word; without, pinned and indexed is enough (a single node).
     #[serde(default)]
     pub min_replicas: Option<u32>,
+    /// The IPFS peer ids of the mirrors whose acknowledgements count (their `ipfs id`). Empty: any peer of
+    /// the private IPFS network is trusted.
+    #[serde(default)]
+    pub mirror_peers: Vec<String>,
 }
 
 impl Default for RetentionConfig {
@@ -204,6 +208,7 @@ impl Default for RetentionConfig {
             max_age_days: None,
             check_seconds: default_retention_check(),
             min_replicas: None,
+            mirror_peers: Vec::new(),
         }
     }
 }
@@ -357,6 +362,10 @@ pub struct RemoteCameraConfig {
     /// EXT-X-TARGETDURATION floor of its playlists (raised to cover the longest segment seen).
     #[serde(default)]
     pub target_duration: Option<u32>,
+    /// The IPFS peer id of the node that records it (its `ipfs id`): announcements of this camera from any
+    /// other peer are rejected. Unset: any peer of the private IPFS network is trusted.
+    #[serde(default)]
+    pub origin_peer: Option<String>,
 }
 
 /// `[mirror]`: how mirrored cameras are followed.

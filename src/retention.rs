@@ -33,8 +33,9 @@ use crate::ipfs::kubo::Kubo;
 pub static DELETED: AtomicU64 = AtomicU64::new(0);
 pub static DELETED_UNDISTRIBUTED: AtomicU64 = AtomicU64::new(0);
 
-/// Segments retention asks the cluster about per pass.
-const CLUSTER_ASKS: usize = 32;
+/// Segments retention asks the cluster about per pass (the oldest unconfirmed): more than a pass records
+/// (10 s × 16 cameras × 2 s segments = 80), so confirmation keeps up.
+const CLUSTER_ASKS: usize = 256;
 
 /// Rows looked at per step.
 const STEP: usize = 64;
@@ -92,12 +93,17 @@ struct Retention {
     cluster: Option<(Cluster, u32)>,
     /// Deleted segments are unpinned here (local pinning).
     kubo: Option<Kubo>,
+    /// Where a mirror withdraws its acknowledgement of the copies it deletes: its IPFS API, the topic and
+    /// its node id.
+    have: Option<(Kubo, String, String)>,
     clock: Arc<dyn Clock>,
     path: String,
     /// Passes in a row that could delete nothing while over budget (their warning is rate-limited).
     blocked: std::sync::atomic::AtomicU32,
     /// CIDs of deleted segments, to unpin after the pass.
     unpin: std::sync::Mutex<Vec<String>>,
+    /// (CID, camera) of deleted mirrored copies, whose acknowledgements are withdrawn after the pass.
+    withdraw: std::sync::Mutex<Vec<(String, String)>>,
 }
 
 impl Retention {
@@ -138,6 +144,14 @@ impl Retention {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .extend(gone.iter().filter_map(|s| s.cid.clone()));
+        self.withdraw
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(
+                gone.iter()
+                    .filter(|s| s.path.starts_with("mirror/"))
+                    .filter_map(|s| Some((s.cid.clone()?, s.camera.clone()))),
+            );
         for (camera, session) in catalog.forget(&gone)? {
             if catalog.session_closed(&camera, &session)? != Some(true) {
                 continue;
@@ -251,10 +265,6 @@ impl Retention {
                     let n = st.pinned_on() as u32;
                     let id = s.id;
                     let _ = self.catalog.run(move |c| c.set_cluster_peers(id, n)).await;
-                    if n < min {
-                        // Older ones are confirmed first; the rest wait for the next pass.
-                        break;
-                    }
                 }
                 Err(e) => {
                     tracing::debug!(actor = %self.path, "cluster status of {cid}: {e}");
@@ -267,6 +277,13 @@ impl Retention {
     /// Unpin what the last pass deleted from the local IPFS node (best effort: a failure leaves a pin that
     /// costs disk only, and is logged).
     async fn unpin_deleted(&self) {
+        let withdrawn =
+            std::mem::take(&mut *self.withdraw.lock().unwrap_or_else(|p| p.into_inner()));
+        if let Some((kubo, topic, node)) = &self.have
+            && !withdrawn.is_empty()
+        {
+            crate::mirror::withdraw(kubo, topic, node, &withdrawn).await;
+        }
         let cids = std::mem::take(&mut *self.unpin.lock().unwrap_or_else(|p| p.into_inner()));
         let Some(kubo) = &self.kubo else { return };
         for cid in cids {
@@ -350,14 +367,17 @@ pub fn child_spec(config: &Config, catalog: Arc<Catalog>) -> ChildSpec {
             });
             Cluster::new(&c.api, auth, timeout).ok().map(|c| (c, min))
         });
-    let kubo = config
-        .ipfs
-        .as_ref()
-        .filter(|i| i.cluster.is_none())
-        .and_then(|i| {
-            let auth = crate::tree::auth_of(&i.basic_auth, &i.bearer_token);
-            Kubo::new(&i.api, auth, timeout).ok()
-        });
+    let api = config.ipfs.as_ref().and_then(|i| {
+        let auth = crate::tree::auth_of(&i.basic_auth, &i.bearer_token);
+        Kubo::new(&i.api, auth, timeout).ok()
+    });
+    let kubo = api
+        .clone()
+        .filter(|_| config.ipfs.as_ref().is_some_and(|i| i.cluster.is_none()));
+    let have = api
+        .zip(config.ipfs.as_ref())
+        .filter(|_| config.remote_cameras.iter().any(|c| c.mirror))
+        .map(|(k, i)| (k, i.topic.clone(), config.node_id.clone()));
     let about = format!(
         "disk budget of {}: {}min free {}, critical {}{}",
         data_dir.display(),
@@ -377,10 +397,12 @@ pub fn child_spec(config: &Config, catalog: Arc<Catalog>) -> ChildSpec {
             safe,
             cluster: cluster.clone(),
             kubo: kubo.clone(),
+            have: have.clone(),
             clock: cx.clock(),
             path: cx.path.clone(),
             blocked: Default::default(),
             unpin: Default::default(),
+            withdraw: Default::default(),
         });
         Ok(ChildHandle::task(worker.run(rx), move || {
             let _ = tx.send(true);

@@ -146,14 +146,13 @@ fn pipeline_children(
                 .unwrap_or_default(),
         })
     });
-    let replica_counter = (!config.cameras.is_empty()).then(|| {
-        (
-            catalog.clone(),
-            kubo.clone(),
-            link.clone(),
-            ipfs.topic.clone(),
-            config.node_id.clone(),
-        )
+    let replica_counter = (!config.cameras.is_empty()).then(|| mirror::ReplicaCounter {
+        catalog: catalog.clone(),
+        kubo: kubo.clone(),
+        link: link.clone(),
+        topic: ipfs.topic.clone(),
+        node_id: config.node_id.clone(),
+        trusted: config.retention.mirror_peers.clone(),
     });
     let deps = Arc::new(Deps {
         catalog: catalog.clone(),
@@ -229,22 +228,14 @@ fn pipeline_children(
             .about(about),
         );
     }
-    if let Some((catalog, kubo, link, topic, node)) = replica_counter {
+    if let Some(counter) = replica_counter {
         let about = format!(
             "count mirrors' copies announced on {:?}",
-            mirror::have_topic(&topic)
+            mirror::have_topic(&counter.topic)
         );
         children.push(
             ChildSpec::worker("replicas", move |cx| {
-                let run = mirror::count_replicas(
-                    catalog.clone(),
-                    kubo.clone(),
-                    link.clone(),
-                    topic.clone(),
-                    node.clone(),
-                    cx.clock(),
-                    cx.path.clone(),
-                );
+                let run = mirror::count_replicas(counter.clone(), cx.clock(), cx.path.clone());
                 Ok(ChildHandle::task(
                     async move { supervisors::ExitReason::Failed(run.await) },
                     || {},

@@ -175,6 +175,33 @@ fn replay_keeps_working_through_either_node_when_the_other_stops() {
     );
     let bytes = replay(&lb, &q);
     let first = serving(&lb);
+    // A browser login through the balancer: the login and the requests carrying its cookie reach one node.
+    let body =
+        serde_json::json!({ "username": "viewer", "password": "viewer-pass-0123" }).to_string();
+    let r = http(
+        &lb,
+        "POST",
+        "/api/login",
+        &[("Content-Type", "application/json")],
+        body.as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let cookie = r
+        .header("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    for _ in 0..10 {
+        let me = http(&lb, "GET", "/api/me", &[("Cookie", &cookie)], b"");
+        assert_eq!(
+            me.status,
+            200,
+            "the session is known where the cookie goes: {}",
+            me.text()
+        );
+    }
 
     // Stop the node that serves: the very next requests go to the other one.
     let (stopped, other) = if first == "replay-1" {

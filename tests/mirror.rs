@@ -410,7 +410,8 @@ fn a_mirror_backfills_after_its_outage_and_heals_what_pubsub_lost() {
     // 3. The origin's IPFS node restarts: the origin's pipeline waits, then both catch up.
     bed.down(&["ipfs-a"]);
     std::thread::sleep(Duration::from_secs(4)); // an outage of a few segments' length: the point of the step
-    bed.up(&["ipfs-a"]);
+    // up.sh is idempotent: it also restarts node B if it went down with A, and reconnects them.
+    bed.up(&["ipfs-a", "ipfs-b"]);
     let before = published(&origin.data).len();
     wait_until(
         "the origin publishing again",
@@ -684,6 +685,10 @@ fn verify_proves_a_day_intact_and_names_a_flipped_deleted_or_unindexed_segment()
             "{out}"
         );
     }
+    // Nothing in the range (a wrong camera or range) proves nothing: not a pass.
+    let (code, out) = verify(&mirror.config, 978_307_200_000, 978_310_800_000);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("nothing: no segment of camera cam1"), "{out}");
     let victim = &rows[rows.len() / 2];
     let name = format!("{}/{}", victim.session, victim.seq);
     let file = mirror.data.join(&victim.path);

@@ -357,11 +357,11 @@ impl Actor for Ffmpeg {
         let cam = self.cam.clone();
         let prepare = async move {
             let (session, dir) = tokio::task::spawn_blocking(move || {
-                // Created and named live under one lock: see `CameraRuntime::live_session`.
-                let mut live = cam.live_session.lock().unwrap_or_else(|p| p.into_inner());
-                let created = session::create(&camera_dir, now)?;
-                *live = Some(created.0.clone());
-                Ok::<_, crate::Error>(created)
+                // Named live before its folder can exist: see `CameraRuntime::live_session`.
+                session::create_with(&camera_dir, now, |id| {
+                    *cam.live_session.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some(id.to_string());
+                })
             })
             .await
             .map_err(|e| crate::Error::Internal(format!("creating the session folder: {e}")))??;

@@ -195,9 +195,9 @@ pub struct CameraRuntime {
     pub inbox: Mutex<Option<mpsc::UnboundedSender<Note>>>,
     /// When the probe last asked a misconfigured camera.
     pub last_probe: Mutex<Option<std::time::Instant>>,
-    /// The session the running ffmpeg records into. Set under this lock together with the folder's
-    /// creation, so a watcher recovering from a crash never mistakes the new run's (still empty) folder for
-    /// a leftover and finishes or removes it.
+    /// The session the running ffmpeg records into. Set before the folder is created (the lock is held for
+    /// the assignment only), so a watcher recovering from a crash that sees the new run's (still empty)
+    /// folder also sees its name here, and never finishes or removes it as a leftover.
     pub live_session: Mutex<Option<String>>,
 }
 

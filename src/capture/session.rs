@@ -8,6 +8,16 @@ use crate::error::{Error, Result};
 /// Create a new, never-used session folder under `camera_dir` and return (session id, path). The id is the UTC
 /// start time to the millisecond (sortable), with a numeric suffix if that folder already exists.
 pub fn create(camera_dir: &Path, now: chrono::DateTime<chrono::Utc>) -> Result<(String, PathBuf)> {
+    create_with(camera_dir, now, |_| {})
+}
+
+/// [`create`], calling `claim` with each name just before trying to create its folder (so that whoever must
+/// know the new session's name knows it before the folder can be seen).
+pub fn create_with(
+    camera_dir: &Path,
+    now: chrono::DateTime<chrono::Utc>,
+    mut claim: impl FnMut(&str),
+) -> Result<(String, PathBuf)> {
     std::fs::create_dir_all(camera_dir)
         .map_err(|e| Error::io("cannot create camera folder", camera_dir, e))?;
     let base = now.format("%Y%m%dT%H%M%S%3fZ").to_string();
@@ -18,6 +28,7 @@ pub fn create(camera_dir: &Path, now: chrono::DateTime<chrono::Utc>) -> Result<(
             format!("{base}-{n}")
         };
         let path = camera_dir.join(&id);
+        claim(&id);
         match std::fs::create_dir(&path) {
             Ok(()) => return Ok((id, path)),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,

@@ -1027,6 +1027,28 @@ impl Catalog {
         Ok(n == 1)
     }
 
+    /// Node `node` no longer holds the segment with this CID. Returns whether it was counted.
+    pub fn remove_replica(&self, cid: &str, node: &str) -> Result<bool> {
+        let mut conn = self.writer();
+        let tx = conn.transaction().map_err(Error::from_sql)?;
+        let n = tx
+            .execute(
+                "DELETE FROM replicas WHERE node = ?2 AND segment_id IN
+                   (SELECT id FROM segments INDEXED BY segments_cid WHERE cid = ?1)",
+                params![cid, node],
+            )
+            .map_err(Error::from_sql)?;
+        if n > 0 {
+            tx.execute(
+                "UPDATE segments SET replicas = MAX(replicas - ?2, 0) WHERE cid = ?1",
+                params![cid, n as i64],
+            )
+            .map_err(Error::from_sql)?;
+        }
+        tx.commit().map_err(Error::from_sql)?;
+        Ok(n > 0)
+    }
+
     /// How many other nodes are known to hold segment `id`.
     pub fn replicas(&self, id: i64) -> Result<i64> {
         self.read(|c| {
@@ -1145,6 +1167,28 @@ impl Catalog {
         Ok(())
     }
 
+    /// A value remembered across restarts.
+    pub fn meta(&self, key: &str) -> Result<Option<String>> {
+        self.read(|c| {
+            c.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+                .optional()
+        })
+    }
+
+    /// Remember `value` under `key` (`None` forgets it).
+    pub fn set_meta(&self, key: &str, value: Option<&str>) -> Result<()> {
+        let conn = self.writer();
+        match value {
+            Some(v) => conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+                params![key, v],
+            ),
+            None => conn.execute("DELETE FROM meta WHERE key = ?1", [key]),
+        }
+        .map_err(Error::from_sql)?;
+        Ok(())
+    }
+
     /// Tombstoned segments (retention interrupted by a crash).
     pub fn tombstoned(&self, limit: usize) -> Result<Vec<Segment>> {
         self.read(|c| {
@@ -1182,6 +1226,8 @@ impl Catalog {
             if n == 0 {
                 continue;
             }
+            tx.execute("DELETE FROM replicas WHERE segment_id = ?1", [s.id])
+                .map_err(Error::from_sql)?;
             tx.execute(
                 "UPDATE cameras SET bytes = bytes - ?2, segments = segments - 1 WHERE camera = ?1",
                 params![s.camera, s.bytes],
@@ -1479,6 +1525,75 @@ mod tests {
             c.mark(Stage::Pin, 9999, Some("x")),
             Err(Error::NotInCatalog(9999))
         ));
+    }
+
+    #[test]
+    fn mirrored_rows_replicas_and_the_replicated_filter() {
+        let c = Catalog::in_memory().unwrap();
+        // Two segments recorded here, pinned and indexed; one mirrored from elsewhere.
+        for i in 0..2 {
+            let id = c
+                .insert(&seg("s1", i, 1_000 + i * 2_000))
+                .unwrap()
+                .unwrap()
+                .id;
+            c.mark(Stage::Pin, id, Some(&format!("cid{i}"))).unwrap();
+            c.mark(Stage::Index, id, None).unwrap();
+        }
+        let m = NewSegment {
+            camera: "cam9".into(),
+            path: "mirror/cam9/s9/seg_00000.ts".into(),
+            ..seg("s9", 0, 500)
+        };
+        let ins = c.insert_mirrored(&m, "cidm", "origin").unwrap().unwrap();
+        assert!(
+            c.insert_mirrored(&m, "cidm", "origin").unwrap().is_none(),
+            "once"
+        );
+        assert!(c.has("cam9", "s9", 0).unwrap() && !c.has("cam9", "s9", 1).unwrap());
+        assert_eq!(c.by_cid("cidm").unwrap().unwrap().id, ins.id);
+        assert_eq!(c.latest("cam1").unwrap().unwrap().seq, 1);
+        assert!(
+            c.pending(Stage::Pin, 10).unwrap().is_empty(),
+            "a mirrored row skips the stages"
+        );
+        let safe = Safe::Replicated {
+            mirrors: 1,
+            cluster: None,
+        };
+        let ids = |v: Vec<Segment>| v.iter().map(|s| s.cid.clone().unwrap()).collect::<Vec<_>>();
+        assert_eq!(
+            ids(c.oldest(10, safe).unwrap()),
+            ["cidm"],
+            "only the mirrored copy is safe yet"
+        );
+        assert!(c.add_replica("cid0", "m1").unwrap());
+        assert!(!c.add_replica("cid0", "m1").unwrap(), "a node counts once");
+        assert!(!c.add_replica("unknown", "m1").unwrap());
+        assert_eq!(ids(c.oldest(10, safe).unwrap()), ["cidm", "cid0"]);
+        assert!(c.remove_replica("cid0", "m1").unwrap());
+        assert!(!c.remove_replica("cid0", "m1").unwrap());
+        assert_eq!(ids(c.oldest(10, safe).unwrap()), ["cidm"]);
+        c.set_cluster_peers(c.by_cid("cid1").unwrap().unwrap().id, 2)
+            .unwrap();
+        let cluster = Safe::Replicated {
+            mirrors: u32::MAX,
+            cluster: Some(2),
+        };
+        assert_eq!(ids(c.oldest(10, cluster).unwrap()), ["cidm", "cid1"]);
+        // Forgetting a segment forgets its replicas.
+        assert!(c.add_replica("cid0", "m2").unwrap());
+        let s0 = c.by_cid("cid0").unwrap().unwrap();
+        c.tombstone(std::slice::from_ref(&s0)).unwrap();
+        c.forget(std::slice::from_ref(&s0)).unwrap();
+        let left: i64 = c
+            .read(|x| x.query_row("SELECT COUNT(*) FROM replicas", [], |r| r.get(0)))
+            .unwrap();
+        assert_eq!(left, 0);
+        c.set_meta("k", Some("v")).unwrap();
+        assert_eq!(c.meta("k").unwrap().as_deref(), Some("v"));
+        c.set_meta("k", None).unwrap();
+        assert_eq!(c.meta("k").unwrap(), None);
     }
 
     #[test]

@@ -43,6 +43,8 @@ use crate::pipeline::announce::Announcement;
 const LAG_SAMPLES: usize = 4096;
 /// Announcements queued per camera before new ones are dropped (healing fetches them later).
 const QUEUE_MAX: usize = 10_000;
+/// How far ahead of this node's clock a segment may start (clocks differ a little).
+const FUTURE_SKEW_MS: i64 = 5 * 60_000;
 /// Longest listing window asked for at once.
 const LIST_WINDOW_MS: i64 = 3_600_000;
 /// The reasons a message or segment is dropped (each has its counter).
@@ -58,6 +60,7 @@ pub const REASONS: &[&str] = &[
     "not_mpegts",
     "cid_mismatch",
     "queue_full",
+    "wrong_origin",
 ];
 
 /// The topic mirrors acknowledge copies on (the origin counts replicas from it).
@@ -187,22 +190,53 @@ struct Item {
 }
 
 impl Item {
-    fn of_doc(d: &IndexDoc) -> Option<Item> {
-        let file = d.filename.rsplit('/').next()?.to_string();
-        Some(Item {
+    /// An announcement's segment, its fields checked ([`Announcement::check`]) and its start not in the
+    /// future (a clock a little ahead is tolerated).
+    fn checked(a: &Announcement, first_in_session: bool) -> std::result::Result<Item, String> {
+        let c = a.check()?;
+        let now = chrono::Utc::now().timestamp_millis();
+        if c.start_ms > now + FUTURE_SKEW_MS {
+            return Err(format!("start {} is in the future", a.start));
+        }
+        Ok(Item {
+            cid: a.cid.clone(),
+            camera: a.device_id.clone(),
+            factory: a.factory_id.clone(),
+            session: a.session.clone(),
+            seq: a.seq,
+            file: c.file,
+            start_ms: c.start_ms,
+            end_ms: c.end_ms,
+            bytes: a.bytes,
+            origin: a.node_id.clone(),
+            first_in_session,
+            published_ms: a.published_ms,
+        })
+    }
+
+    /// A listed index document's segment, checked like an announcement (an index or an origin is input too).
+    fn of_doc(d: &IndexDoc) -> std::result::Result<Item, String> {
+        let t = |ms: i64| {
+            chrono::DateTime::from_timestamp_millis(ms)
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+                .unwrap_or_default()
+        };
+        let a = Announcement {
+            v: crate::pipeline::announce::VERSION,
+            filename: d.filename.clone(),
             cid: d.cid.clone(),
-            camera: d.device_id.clone(),
-            factory: d.factory_id.clone(),
+            factory_id: d.factory_id.clone(),
+            device_id: d.device_id.clone(),
             session: d.session.clone(),
             seq: d.seq,
-            file,
-            start_ms: d.start_ms,
-            end_ms: d.end_ms,
+            start: t(d.start_ms),
+            end: t(d.end_ms),
+            prev_cid: d.prev_cid.clone(),
+            node_id: d.node_id.clone(),
             bytes: Some(d.bytes),
-            origin: d.node_id.clone(),
-            first_in_session: d.first_in_session,
             published_ms: None,
-        })
+        };
+        Item::checked(&a, d.first_in_session)
     }
 
     /// Relative to the data folder.
@@ -249,6 +283,7 @@ async fn run(deps: Arc<Deps>, clock: Arc<dyn Clock>, path: String) -> String {
             clock: clock.clone(),
             path: format!("{path}/{cam}"),
             last: None,
+            low: None,
         };
         tasks.push(AbortOnDrop(actix_rt::spawn(f.run(rx))));
         let _ = tx.try_send(Job::Heal("start"));
@@ -284,7 +319,7 @@ async fn run(deps: Arc<Deps>, clock: Arc<dyn Clock>, path: String) -> String {
         first = false;
         while let Some(m) = sub.next().await {
             match m {
-                Ok(m) => dispatch(&deps, &followers, &path, &m.data),
+                Ok(m) => dispatch(&deps, &followers, &path, &m.from, &m.data),
                 Err(e) => {
                     tracing::warn!(actor = %path, "subscription broke: {e}; resubscribing");
                     break;
@@ -297,7 +332,13 @@ async fn run(deps: Arc<Deps>, clock: Arc<dyn Clock>, path: String) -> String {
 }
 
 /// Check one message and hand it to its camera's follower (or count why not).
-fn dispatch(deps: &Deps, followers: &HashMap<String, mpsc::Sender<Job>>, path: &str, data: &[u8]) {
+fn dispatch(
+    deps: &Deps,
+    followers: &HashMap<String, mpsc::Sender<Job>>,
+    path: &str,
+    from: &str,
+    data: &[u8],
+) {
     let a = match Announcement::parse(data) {
         Ok(a) => a,
         Err(why) => {
@@ -316,8 +357,8 @@ fn dispatch(deps: &Deps, followers: &HashMap<String, mpsc::Sender<Job>>, path: &
         return;
     }
     deps.stats.received.fetch_add(1, Ordering::Relaxed);
-    let checked = match a.check() {
-        Ok(c) => c,
+    let item = match Item::checked(&a, a.seq == 0) {
+        Ok(i) => i,
         Err(why) => {
             deps.stats.reject("invalid");
             tracing::warn!(actor = %path, reason = "invalid", "announcement dropped: {why}");
@@ -329,20 +370,16 @@ fn dispatch(deps: &Deps, followers: &HashMap<String, mpsc::Sender<Job>>, path: &
         tracing::debug!(actor = %path, camera = %a.device_id, "announcement dropped: camera not mirrored here");
         return;
     };
-    let item = Item {
-        cid: a.cid.clone(),
-        camera: a.device_id.clone(),
-        factory: a.factory_id.clone(),
-        session: a.session.clone(),
-        seq: a.seq,
-        file: checked.file,
-        start_ms: checked.start_ms,
-        end_ms: checked.end_ms,
-        bytes: a.bytes,
-        origin: a.node_id.clone(),
-        first_in_session: a.seq == 0,
-        published_ms: a.published_ms,
-    };
+    if let Some(want) = deps
+        .cameras
+        .get(&a.device_id)
+        .and_then(|c| c.origin_peer.as_deref())
+        && want != from
+    {
+        deps.stats.reject("wrong_origin");
+        tracing::warn!(actor = %path, camera = %a.device_id, %from, "announcement dropped: it comes from peer {from}, not from the camera's origin_peer");
+        return;
+    }
     // Bounded: a follower far behind heals from the index instead.
     if tx
         .try_send(Job::Announced(Box::new(item), a.prev_cid))
@@ -367,11 +404,49 @@ struct Follower {
     clock: Arc<dyn Clock>,
     path: String,
     last: Option<Last>,
+    /// The oldest start of a segment that failed to come (transiently) behind newer ones: healing lists from
+    /// here until it has come. Kept in the catalog (`mirror-low:<camera>`) across restarts.
+    low: Option<i64>,
 }
 
 impl Follower {
+    fn low_key(&self) -> String {
+        format!("mirror-low:{}", self.camera)
+    }
+
+    async fn set_low(&mut self, low: Option<i64>) {
+        if self.low == low {
+            return;
+        }
+        self.low = low;
+        let (key, value) = (self.low_key(), low.map(|l| l.to_string()));
+        if let Err(e) = self
+            .deps
+            .catalog
+            .run(move |c| c.set_meta(&key, value.as_deref()))
+            .await
+        {
+            tracing::warn!(actor = %self.path, "cannot remember where healing must start: {e}");
+        }
+    }
+
+    /// A transient failure of the segment starting at `start_ms`: healing starts there at the latest.
+    async fn failed_at(&mut self, start_ms: i64) {
+        let low = self.low.map_or(start_ms, |l| l.min(start_ms));
+        self.set_low(Some(low)).await;
+    }
+
     async fn run(mut self, mut rx: mpsc::Receiver<Job>) {
         let heal_every = Duration::from_secs(self.deps.config.heal_seconds);
+        let key = self.low_key();
+        self.low = self
+            .deps
+            .catalog
+            .run(move |c| c.meta(&key))
+            .await
+            .ok()
+            .flatten()
+            .and_then(|v| v.parse().ok());
         loop {
             let job = tokio::select! {
                 j = rx.recv() => match j { Some(j) => j, None => return },
@@ -458,9 +533,16 @@ impl Follower {
         self.refresh_last().await;
         let now = chrono::Utc::now().timestamp_millis();
         let floor = self.floor().await;
-        let mut from = self.last.as_ref().map_or(floor, |l| l.start_ms).max(floor);
-        let to = until_ms.unwrap_or(now + 60_000);
+        if self.low.is_some_and(|l| l < floor) {
+            // What failed is older than the window now: it will not be fetched any more.
+            self.set_low(None).await;
+        }
+        let newest = self.last.as_ref().map_or(floor, |l| l.start_ms);
+        let start = self.low.map_or(newest, |l| l.min(newest)).max(floor);
+        let mut from = start;
+        let to = until_ms.unwrap_or(now + 60_000).min(now + 60_000);
         let mut total = 0usize;
+        let mut failed = 0usize;
         while from < to {
             let window_end = (from + LIST_WINDOW_MS).min(to);
             let docs = match self.list(from, window_end).await {
@@ -482,15 +564,25 @@ impl Follower {
                     .run(move |c| c.has(&camera, &session, seq))
                     .await
                     .unwrap_or(true);
-                if !have && let Some(item) = Item::of_doc(&d) {
-                    missing.push(item);
+                if have {
+                    continue;
+                }
+                match Item::of_doc(&d) {
+                    Ok(item) => missing.push(item),
+                    Err(why) => {
+                        self.deps.stats.reject("invalid");
+                        tracing::warn!(actor = %self.path, "listed segment skipped: {why}");
+                    }
                 }
             }
             total += missing.len();
             if !missing.is_empty() {
-                self.store_all(missing, true).await;
+                failed += self.store_all(missing, true).await;
             }
             from = window_end;
+        }
+        if failed == 0 && until_ms.is_none() && self.low.is_some_and(|l| start <= l) {
+            self.set_low(None).await;
         }
         if total > 0 {
             tracing::info!(actor = %self.path, why, segments = total, "healed from the {}", self.source_name());
@@ -518,8 +610,10 @@ impl Follower {
         Err(last_err)
     }
 
-    /// Fetch `items` (bounded concurrency) and catalogue them in order.
-    async fn store_all(&mut self, items: Vec<Item>, healing: bool) {
+    /// Fetch `items` (bounded concurrency) and catalogue them in order. Returns how many failed in a way
+    /// that may go away (healing fetches them later).
+    async fn store_all(&mut self, items: Vec<Item>, healing: bool) -> usize {
+        let mut failed = 0;
         let deps = self.deps.clone();
         let sem = self.sem.clone();
         let clock = self.clock.clone();
@@ -562,15 +656,23 @@ impl Follower {
                                     .stats
                                     .lag(chrono::Utc::now().timestamp_millis() - p);
                             }
-                            self.last = Some(Last {
-                                cid: Some(item.cid.clone()),
-                                start_ms: item.start_ms,
-                            });
+                            if self
+                                .last
+                                .as_ref()
+                                .is_none_or(|l| item.start_ms >= l.start_ms)
+                            {
+                                self.last = Some(Last {
+                                    cid: Some(item.cid.clone()),
+                                    start_ms: item.start_ms,
+                                });
+                            }
                             tracing::debug!(actor = %self.path, cid = %item.cid, seq = item.seq, session = %item.session, "mirrored");
                             acknowledge(&self.deps, &item).await;
                         }
                         Err(e) => {
                             tracing::error!(actor = %self.path, cid = %item.cid, "fetched but not catalogued: {e}; healing will fetch it again");
+                            failed += 1;
+                            self.failed_at(item.start_ms).await;
                         }
                     }
                 }
@@ -580,8 +682,29 @@ impl Follower {
                 }
                 Err(e) => {
                     tracing::warn!(actor = %self.path, cid = %item.cid, "segment not mirrored: {e}; healing will try again");
+                    failed += 1;
+                    self.failed_at(item.start_ms).await;
                 }
             }
+        }
+        failed
+    }
+}
+
+/// Tell the origins that this node let these mirrored copies go (its own retention deleted them): they count
+/// one replica less, so an origin that still holds the footage keeps it.
+pub async fn withdraw(kubo: &Kubo, topic: &str, node_id: &str, cids: &[(String, String)]) {
+    for (cid, camera) in cids {
+        let msg = serde_json::json!({
+            "v": 1,
+            "cid": cid,
+            "device_id": camera,
+            "node_id": node_id,
+            "gone": true,
+        });
+        let data = serde_json::to_vec(&msg).expect("json");
+        if let Err(e) = kubo.pubsub_pub(&have_topic(topic), &data).await {
+            tracing::debug!(%cid, "withdrawal not published: {e}");
         }
     }
 }
@@ -829,15 +952,27 @@ impl Handler<Terminate> for Mirror {
 
 /// On a recording node: counts the mirrors' acknowledgements (`<topic>-have`) into the catalog's replica
 /// counts, which retention weighs. Runs as long as the node; resubscribes when the stream ends.
-pub async fn count_replicas(
-    catalog: Arc<Catalog>,
-    kubo: Kubo,
-    link: Link,
-    topic: String,
-    node_id: String,
-    clock: Arc<dyn Clock>,
-    path: String,
-) -> String {
+/// What the `replicas` worker needs.
+#[derive(Clone)]
+pub struct ReplicaCounter {
+    pub catalog: Arc<Catalog>,
+    pub kubo: Kubo,
+    pub link: Link,
+    pub topic: String,
+    pub node_id: String,
+    /// `[retention] mirror_peers`: when not empty, only these pubsub peers' acknowledgements count.
+    pub trusted: Vec<String>,
+}
+
+pub async fn count_replicas(r: ReplicaCounter, clock: Arc<dyn Clock>, path: String) -> String {
+    let ReplicaCounter {
+        catalog,
+        kubo,
+        link,
+        topic,
+        node_id,
+        trusted,
+    } = r;
     let topic = have_topic(&topic);
     let jitter = FastRandJitter::new();
     let mut backoff = Backoff::new(policy());
@@ -871,8 +1006,18 @@ pub async fn count_replicas(
             {
                 continue;
             }
+            if !trusted.is_empty() && !trusted.contains(&m.from) {
+                tracing::debug!(actor = %path, from = %m.from, "acknowledgement from a peer not in [retention] mirror_peers: ignored");
+                continue;
+            }
+            let gone = v.get("gone").and_then(serde_json::Value::as_bool) == Some(true);
             let (cid, node) = (cid.to_string(), node.to_string());
-            if let Err(e) = catalog.run(move |c| c.add_replica(&cid, &node)).await {
+            let counted = if gone {
+                catalog.run(move |c| c.remove_replica(&cid, &node)).await
+            } else {
+                catalog.run(move |c| c.add_replica(&cid, &node)).await
+            };
+            if let Err(e) = counted {
                 tracing::warn!(actor = %path, "cannot count a replica: {e}");
             }
         }
