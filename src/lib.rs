@@ -15,6 +15,7 @@ pub mod pipeline;
 pub mod playlists;
 pub mod process;
 pub mod retention;
+pub mod service;
 pub mod tree;
 pub mod verify;
 pub mod web;

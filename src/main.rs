@@ -526,6 +526,14 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> ExitReason {
+    let notifier = vigil::service::Notifier::from_env();
+    notifier.status("starting: checking ffmpeg, opening the catalog");
+    let reason = run_tree(config, &notifier).await;
+    notifier.stopping(&format!("stopped: {reason}"));
+    reason
+}
+
+async fn run_tree(config: Config, notifier: &vigil::service::Notifier) -> ExitReason {
     tracing::info!(
         node_id = %config.node_id,
         data_dir = %config.data_dir.display(),
@@ -585,6 +593,29 @@ async fn run(config: Config) -> ExitReason {
         }
     };
     let root = Runtime::new().start(spec);
+    let cameras = config.cameras.iter().filter(|c| c.enabled).count();
+    let up = vigil::service::wait_up(&root, std::time::Duration::from_secs(30)).await;
+    notifier.ready(&if up {
+        format!(
+            "running: {cameras} camera(s), {} remote, HTTP on {}",
+            config.remote_cameras.len(),
+            config.http.listen
+        )
+    } else {
+        "started; some parts are still restarting (see the log)".to_string()
+    });
+    // Pings only while the root supervisor answers (see vigil::service); stopped with this function.
+    let watchdog = vigil::service::watchdog_interval().map(|every| {
+        tracing::info!(
+            every_ms = every.as_millis() as u64,
+            "systemd watchdog on: pinging while the root supervisor answers"
+        );
+        actix_rt::spawn(vigil::service::watchdog(
+            root.clone(),
+            notifier.clone(),
+            every,
+        ))
+    });
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,
         Err(e) => {
@@ -596,13 +627,18 @@ async fn run(config: Config) -> ExitReason {
         reason = root.wait() => reason,
         _ = term.recv() => {
             tracing::info!("SIGTERM: stopping every part in reverse start order");
+            notifier.stopping("stopping: every part in reverse start order (SIGTERM)");
             root.shutdown().await
         }
         _ = tokio::signal::ctrl_c() => {
             tracing::info!("SIGINT: stopping every part in reverse start order");
+            notifier.stopping("stopping: every part in reverse start order (SIGINT)");
             root.shutdown().await
         }
     };
+    if let Some(w) = watchdog {
+        w.abort();
+    }
     if !reason.is_abnormal() {
         tracing::info!("vigil stopped cleanly");
     }

@@ -295,11 +295,21 @@ impl Vigil {
         Self::spawn(config_path, "info")
     }
 
+    /// Start with these extra environment variables (e.g. systemd's NOTIFY_SOCKET), without waiting.
+    pub fn start_with_env(config_path: &Path, env: &[(&str, &str)]) -> Vigil {
+        Self::spawn_env(config_path, "info", env)
+    }
+
     fn spawn(config_path: &Path, rust_log: &str) -> Vigil {
+        Self::spawn_env(config_path, rust_log, &[])
+    }
+
+    fn spawn_env(config_path: &Path, rust_log: &str, env: &[(&str, &str)]) -> Vigil {
         let mut child = Command::new(VIGIL)
             .args(["run", "--config"])
             .arg(config_path)
             .env("RUST_LOG", rust_log)
+            .envs(env.iter().copied())
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
