@@ -593,16 +593,29 @@ async fn run_tree(config: Config, notifier: &vigil::service::Notifier) -> ExitRe
         }
     };
     let root = Runtime::new().start(spec);
-    let cameras = config.cameras.iter().filter(|c| c.enabled).count();
-    let up = vigil::service::wait_up(&root, std::time::Duration::from_secs(30)).await;
-    notifier.ready(&if up {
-        format!(
-            "running: {cameras} camera(s), {} remote, HTTP on {}",
-            config.remote_cameras.len(),
-            config.http.listen
-        )
-    } else {
-        "started; some parts are still restarting (see the log)".to_string()
+    // Signals are handled from here on, also while the tree is still coming up.
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("cannot listen for SIGTERM: {e}");
+            return root.shutdown().await;
+        }
+    };
+    // READY=1 once every part runs (see vigil::service), on the side.
+    let status = format!(
+        "running: {} camera(s), {} remote, HTTP on {}",
+        config.cameras.iter().filter(|c| c.enabled).count(),
+        config.remote_cameras.len(),
+        config.http.listen
+    );
+    let (r, n) = (root.clone(), notifier.clone());
+    let readiness = actix_rt::spawn(async move {
+        let up = vigil::service::wait_up(&r, std::time::Duration::from_secs(30)).await;
+        n.ready(if up {
+            &status
+        } else {
+            "started; some parts are still restarting (see the log)"
+        });
     });
     // Pings only while the root supervisor answers (see vigil::service); stopped with this function.
     let watchdog = vigil::service::watchdog_interval().map(|every| {
@@ -616,13 +629,6 @@ async fn run_tree(config: Config, notifier: &vigil::service::Notifier) -> ExitRe
             every,
         ))
     });
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!("cannot listen for SIGTERM: {e}");
-            return root.shutdown().await;
-        }
-    };
     let reason = tokio::select! {
         reason = root.wait() => reason,
         _ = term.recv() => {
@@ -636,6 +642,7 @@ async fn run_tree(config: Config, notifier: &vigil::service::Notifier) -> ExitRe
             root.shutdown().await
         }
     };
+    readiness.abort();
     if let Some(w) = watchdog {
         w.abort();
     }
