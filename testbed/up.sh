@@ -177,11 +177,15 @@ up_ipfs() {
     settings="api=$api gateway=$gw swarm=$swarm js-ipfs=$nm"
     if pid=$(service_pid "$svc"); then
         have=$(env_value_of "$pid" VIGIL_TB_SETTINGS)
-        if [[ $have == "$settings" ]]; then
+        if [[ $have == "$settings" ]] && tcp_open 127.0.0.1 "$api"; then
             tb_log "$svc already running (pid $pid)"
             return 0
+        elif [[ $have == "$settings" ]]; then
+            # js-ipfs can lose its HTTP API (e.g. after its peer went away) while the process lives on.
+            tb_log "$svc pid $pid runs but its API on 127.0.0.1:$api does not answer; restarting it"
+        else
+            tb_log "$svc pid $pid runs with other settings ($have); restarting it"
         fi
-        tb_log "$svc pid $pid runs with other settings ($have); restarting it"
         "$TESTBED_HOME/down.sh" "$svc"
     elif [[ -f $(pidfile_of "$svc") ]]; then
         tb_log "stale $(pidfile_of "$svc") (pid $(head -n1 "$(pidfile_of "$svc")") is dead or not $svc); removing"
