@@ -99,12 +99,7 @@ fn serving(lb: &str) -> String {
 fn replay(lb: &str, q: &str) -> usize {
     let vod = get(lb, &format!("/cameras/cam1/vod.m3u8?{q}"));
     assert_eq!(vod.status, 200, "{}", vod.text());
-    let uris: Vec<String> = vod
-        .text()
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .map(str::to_string)
-        .collect();
+    let uris = playlist_uris(&vod.text());
     assert!(
         uris.len() >= 3 && uris.iter().all(|u| u.starts_with("ipfs/")),
         "{}",

@@ -13,21 +13,9 @@ use std::time::Duration;
 
 use support::bed::Bed;
 use support::*;
-use vigil::ipfs::kubo::Kubo;
 use vigil::pipeline::announce::Announcement;
 
 const TOPIC: &str = "vigil-mirror-test";
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn kubo(api: &str) -> Kubo {
-    Kubo::new(api, None, Duration::from_secs(20)).unwrap()
-}
 
 struct Node {
     vigil: Vigil,
@@ -311,12 +299,7 @@ fn a_mirror_keeps_byte_identical_copies_and_any_node_replays_through_ipfs() {
     let q = format!("from={}&to={}", t(first.start_ms), t(last.start_ms + 1));
     let vod = replay.vigil.get(&format!("/cameras/cam1/vod.m3u8?{q}"));
     assert_eq!(vod.status, 200, "{}", vod.text());
-    let uris: Vec<String> = vod
-        .text()
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .map(str::to_string)
-        .collect();
+    let uris = playlist_uris(&vod.text());
     assert!(
         uris.len() >= 4 && uris.iter().all(|u| u.starts_with("ipfs/")),
         "{}",

@@ -18,17 +18,6 @@ use vigil::index::{Index, Scope};
 use vigil::ipfs::kubo::Kubo;
 use vigil::pipeline::announce::Announcement;
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn kubo(api: &str) -> Kubo {
-    Kubo::new(api, None, Duration::from_secs(20)).unwrap()
-}
-
 /// Announcements received on `api`'s node, collected by a background thread.
 fn subscribe(api: &str, topic: &str) -> mpsc::Receiver<Announcement> {
     let (tx, rx) = mpsc::channel();

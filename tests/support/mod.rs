@@ -610,6 +610,27 @@ pub fn marker_frames(file: &str) -> Vec<f64> {
         .collect()
 }
 
+/// A current-thread tokio runtime for async client calls from a test.
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A Kubo RPC client for the IPFS API at `api` (20 s per call).
+pub fn kubo(api: &str) -> vigil::ipfs::kubo::Kubo {
+    vigil::ipfs::kubo::Kubo::new(api, None, Duration::from_secs(20)).unwrap()
+}
+
+/// The segment URIs of a playlist (its lines that are neither tags nor empty).
+pub fn playlist_uris(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
 /// Unix ms as RFC 3339 UTC with milliseconds (query parameters of range routes and `vigil verify`).
 pub fn rfc3339_ms(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
