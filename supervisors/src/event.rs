@@ -1,6 +1,7 @@
 //! The supervision event stream: every start, exit, restart decision, stop and escalation, for logs, metrics
 //! and tests. Each event is also logged with `tracing` when it is emitted.
 
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::broadcast;
@@ -72,11 +73,24 @@ impl EventKind {
     }
 }
 
+/// A function called with every event, on the supervisor's task, before subscribers see it (metrics counters:
+/// they must not lose events the way a lagging subscriber may). It must be quick and must not block.
+pub type Observer = Arc<dyn Fn(&Event) + Send + Sync>;
+
 /// Fan-out of events to any number of subscribers. Slow subscribers lose the oldest events (never blocks the
-/// supervisors).
-#[derive(Debug, Clone)]
+/// supervisors). Observers see every event.
+#[derive(Clone)]
 pub struct EventBus {
     tx: broadcast::Sender<Event>,
+    observers: Arc<RwLock<Vec<Observer>>>,
+}
+
+impl std::fmt::Debug for EventBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventBus")
+            .field("subscribers", &self.tx.receiver_count())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for EventBus {
@@ -90,7 +104,16 @@ impl EventBus {
     pub fn new(capacity: usize) -> Self {
         EventBus {
             tx: broadcast::channel(capacity).0,
+            observers: Arc::default(),
         }
+    }
+
+    /// Call `f` with every event emitted from now on, synchronously (see [`Observer`]).
+    pub fn observe(&self, f: impl Fn(&Event) + Send + Sync + 'static) {
+        self.observers
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Arc::new(f));
     }
 
     /// A new receiver that sees every event emitted from now on.
@@ -100,6 +123,14 @@ impl EventBus {
 
     pub(crate) fn emit(&self, event: Event) {
         log_event(&event);
+        for f in self
+            .observers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            f(&event);
+        }
         let _ = self.tx.send(event);
     }
 }
@@ -287,5 +318,31 @@ mod tests {
             line.starts_with("child exited abnormally ") && line.contains("healthy=false"),
             "{line}"
         );
+    }
+
+    #[test]
+    fn observers_see_every_event_even_when_a_subscriber_lags() {
+        let bus = EventBus::new(2);
+        let mut lagging = bus.subscribe();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        bus.observe(move |e| s.lock().unwrap().push(e.kind.child().unwrap().to_string()));
+        for n in 0..10 {
+            bus.emit(Event {
+                at: Instant::now(),
+                supervisor: "root".into(),
+                kind: EventKind::Started {
+                    child: format!("c{n}"),
+                    generation: 0,
+                },
+            });
+        }
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen, (0..10).map(|n| format!("c{n}")).collect::<Vec<_>>());
+        // The subscriber kept only the last two.
+        assert!(matches!(
+            lagging.try_recv(),
+            Err(broadcast::error::TryRecvError::Lagged(8))
+        ));
     }
 }

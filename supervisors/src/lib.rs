@@ -96,7 +96,7 @@ pub use child::{
 };
 pub use clock::{Clock, SimClock, Sleep, SystemClock};
 pub use error::Error;
-pub use event::{Event, EventBus, EventKind};
+pub use event::{Event, EventBus, EventKind, Observer};
 pub use jitter::{FastRandJitter, FixedJitter, Jitter, SequenceJitter};
 pub use supervisor::{
     ChildInfo, ChildState, Intensity, Runtime, Strategy, SupervisorHandle, SupervisorSpec,
