@@ -345,6 +345,31 @@ pub struct Config {
     /// The storage role's settings (used when a remote camera is mirrored).
     #[serde(default)]
     pub mirror: MirrorConfig,
+    /// `GET /metrics` for Prometheus.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`: the Prometheus endpoint `GET /metrics`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve `/metrics` at all (default true).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// When set, a scrape must send `Authorization: Bearer <token>` (from any address). Without it, only
+    /// direct requests from the box itself (loopback, no proxy headers) are answered.
+    #[serde(default)]
+    pub bearer_token: Option<Secret>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: true,
+            bearer_token: None,
+        }
+    }
 }
 
 /// `[[remote_cameras]]`: a camera another node records.
@@ -1043,6 +1068,17 @@ impl Config {
             bad(
                 "http.accel_redirect".into(),
                 format!("{prefix:?}: a location like \"/_vigil_data/\" (starts and ends with /)"),
+            );
+        }
+        if let Some(t) = &self.metrics.bearer_token
+            && (t.expose().len() < 16
+                || t.expose()
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control()))
+        {
+            bad(
+                "metrics.bearer_token".into(),
+                "at least 16 characters, no spaces (e.g. `openssl rand -hex 24`)".into(),
             );
         }
         let a = &self.auth;

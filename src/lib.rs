@@ -10,6 +10,7 @@ pub mod error;
 pub mod hls;
 pub mod index;
 pub mod ipfs;
+pub mod metrics;
 pub mod mirror;
 pub mod pipeline;
 pub mod playlists;

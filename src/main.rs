@@ -496,7 +496,7 @@ fn main() -> ExitCode {
             let catalog = std::sync::Arc::new(Catalog::in_memory().expect("in-memory catalog"));
             let auth = vigil::auth::Auth::ephemeral(catalog.clone(), c.auth.clone())
                 .expect("in-memory auth");
-            match vigil::tree::root(&c, catalog, std::sync::Arc::new(auth)) {
+            match vigil::tree::root(&c, catalog, std::sync::Arc::new(auth), Default::default()) {
                 Ok(spec) => print!("{}", spec.render_tree()),
                 Err(e) => {
                     eprintln!("error: {e}");
@@ -585,14 +585,18 @@ async fn run_tree(config: Config, notifier: &vigil::service::Notifier) -> ExitRe
             return ExitReason::Failed(e.to_string());
         }
     };
-    let spec = match vigil::tree::root(&config, catalog, auth) {
+    let metrics = std::sync::Arc::new(vigil::metrics::Metrics::new(&config.node_id));
+    let spec = match vigil::tree::root(&config, catalog, auth, metrics.clone()) {
         Ok(s) => s,
         Err(e) => {
             tracing::error!("{e}");
             return ExitReason::Failed(e.to_string());
         }
     };
-    let root = Runtime::new().start(spec);
+    let runtime = Runtime::new();
+    // Restarts, escalations and children up are counted from the tree's events, synchronously (none lost).
+    runtime.events().observe(move |e| metrics.supervision(e));
+    let root = runtime.start(spec);
     // Signals are handled from here on, also while the tree is still coming up.
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,

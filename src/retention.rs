@@ -104,6 +104,7 @@ struct Retention {
     unpin: std::sync::Mutex<Vec<String>>,
     /// (CID, camera) of deleted mirrored copies, whose acknowledgements are withdrawn after the pass.
     withdraw: std::sync::Mutex<Vec<(String, String)>>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Retention {
@@ -239,6 +240,7 @@ impl Retention {
             let (removed, freed) = self.delete(&batch)?;
             deleted += removed;
             DELETED.fetch_add(removed, Ordering::Relaxed);
+            self.metrics.deleted(removed, freed, undistributed);
             if removed == 0 {
                 return Ok(deleted); // nothing could be deleted: no progress this pass
             }
@@ -327,7 +329,11 @@ impl Retention {
 }
 
 /// The `retention` child of the `services` supervisor.
-pub fn child_spec(config: &Config, catalog: Arc<Catalog>) -> ChildSpec {
+pub fn child_spec(
+    config: &Config,
+    catalog: Arc<Catalog>,
+    metrics: Arc<crate::metrics::Metrics>,
+) -> ChildSpec {
     let cfg = config.retention.clone();
     let data_dir = config.data_dir.clone();
     let cluster_min = config
@@ -403,6 +409,7 @@ pub fn child_spec(config: &Config, catalog: Arc<Catalog>) -> ChildSpec {
             blocked: Default::default(),
             unpin: Default::default(),
             withdraw: Default::default(),
+            metrics: metrics.clone(),
         });
         Ok(ChildHandle::task(worker.run(rx), move || {
             let _ = tx.send(true);

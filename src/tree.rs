@@ -57,6 +57,12 @@ pub struct Shared {
     pub kubo: Option<Kubo>,
     /// The mirror's counters, when this node mirrors cameras.
     pub mirror: Option<Arc<mirror::Stats>>,
+    /// The event counters (`/metrics`).
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// The IPFS API's link, when `[ipfs]` is configured.
+    pub ipfs_link: Option<Link>,
+    /// The index's link as the indexer sees it, when `[ipfs]` and `[index]` are configured.
+    pub index_link: Option<Arc<crate::metrics::LinkCell>>,
 }
 
 /// The index a node reads: MongoDB when `[index]` is configured, else the catalog.
@@ -140,6 +146,7 @@ fn pipeline_children(
             cameras: mirrored,
             config: config.mirror.clone(),
             stats,
+            metrics: shared.metrics.clone(),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()
@@ -154,6 +161,11 @@ fn pipeline_children(
         node_id: config.node_id.clone(),
         trusted: config.retention.mirror_peers.clone(),
     });
+    let index_link = Arc::new(crate::metrics::LinkCell::default());
+    if config.index.is_some() {
+        shared.index_link = Some(index_link.clone());
+    }
+    shared.ipfs_link = Some(link.clone());
     let deps = Arc::new(Deps {
         catalog: catalog.clone(),
         data_dir: config.data_dir.clone(),
@@ -164,6 +176,8 @@ fn pipeline_children(
         index,
         topic: ipfs.topic.clone(),
         wake: wake.clone(),
+        metrics: shared.metrics.clone(),
+        index_link,
     });
     let daemon = ipfs.daemon.clone();
     let marker = config.data_dir.join("ipfs-daemon").display().to_string();
@@ -247,11 +261,13 @@ fn pipeline_children(
     Ok(children)
 }
 
-/// The root supervisor for `config`, recording into `catalog`, with `auth` guarding its HTTP server.
+/// The root supervisor for `config`, recording into `catalog`, with `auth` guarding its HTTP server and
+/// `metrics` counting what happens (install [`crate::metrics::Metrics::supervision`] on the runtime's events).
 pub fn root(
     config: &Config,
     catalog: Arc<Catalog>,
     auth: Arc<crate::auth::Auth>,
+    metrics: Arc<crate::metrics::Metrics>,
 ) -> crate::Result<SupervisorSpec> {
     let wake = Arc::new(Wake::default());
     let board = Arc::new(capture::Board::default());
@@ -260,12 +276,19 @@ pub fn root(
         index: shared_index(config, &catalog),
         kubo: None,
         mirror: None,
+        metrics: metrics.clone(),
+        ipfs_link: None,
+        index_link: None,
     };
     for child in pipeline_children(config, &catalog, &wake, &mut shared)? {
         services = services.child(child);
     }
     let services = services
-        .child(retention::child_spec(config, catalog.clone()))
+        .child(retention::child_spec(
+            config,
+            catalog.clone(),
+            metrics.clone(),
+        ))
         .child(web::child_spec(
             config,
             catalog.clone(),
@@ -278,7 +301,14 @@ pub fn root(
         .intensity(100, Duration::from_secs(60))
         .dynamic_children("cameras added at run time");
     for cam in config.cameras.iter().filter(|c| c.enabled) {
-        let rt = capture::CameraRuntime::new(config, cam, catalog.clone(), wake.clone(), &board);
+        let rt = capture::CameraRuntime::new(
+            config,
+            cam,
+            catalog.clone(),
+            wake.clone(),
+            &board,
+            metrics.clone(),
+        );
         let spec = capture::camera_spec(config, Arc::new(rt));
         cameras = cameras.child(ChildSpec::supervisor(spec));
     }
@@ -307,9 +337,14 @@ mod tests {
             std::path::Path::new("t.toml"),
         )
         .unwrap();
-        let text = root(&config, memory_catalog(&config), test_auth(&config))
-            .unwrap()
-            .render_tree();
+        let text = root(
+            &config,
+            memory_catalog(&config),
+            test_auth(&config),
+            Default::default(),
+        )
+        .unwrap()
+        .render_tree();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines[0],
@@ -340,6 +375,7 @@ mod tests {
             &with_ipfs,
             memory_catalog(&with_ipfs),
             test_auth(&with_ipfs),
+            Default::default(),
         )
         .unwrap()
         .render_tree();
@@ -367,6 +403,7 @@ mod tests {
             &mirroring,
             memory_catalog(&mirroring),
             test_auth(&mirroring),
+            Default::default(),
         )
         .unwrap()
         .render_tree();
@@ -382,6 +419,7 @@ mod tests {
             &with_cams,
             memory_catalog(&with_cams),
             test_auth(&with_cams),
+            Default::default(),
         )
         .unwrap()
         .render_tree();

@@ -48,6 +48,20 @@ pub enum State {
 }
 
 impl State {
+    /// The name `GET /api/cameras` and `/metrics` use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Starting => "starting",
+            State::Recording => "recording",
+            State::Reconnecting => "reconnecting",
+            State::AuthFailed => "auth_failed",
+            State::NotFound => "not_found",
+            State::Stalled => "stalled",
+            State::DiskFull => "disk_full",
+            State::Stopped => "stopped",
+        }
+    }
+
     /// Plain words for logs.
     pub fn describe(self) -> &'static str {
         match self {
@@ -77,6 +91,32 @@ pub struct Status {
     pub last_write_ms: Option<i64>,
     /// When the last segment was catalogued (unix ms).
     pub last_segment_ms: Option<i64>,
+    /// Footage catalogued since start (ms).
+    pub recorded_ms: i64,
+    /// Gaps between consecutive segments since start (ms): the camera, ffmpeg or vigil was down.
+    pub lost_ms: i64,
+    /// End of the newest catalogued segment (unix ms), seeded from the catalog at start.
+    pub last_end_ms: Option<i64>,
+}
+
+/// A gap shorter than this between two segments is timing noise, not lost footage. Within a session
+/// consecutive segments meet to the millisecond (see `timeline`); across a session join the new session's
+/// start is observed late, never early, so a gap is never under-counted.
+pub const LOST_MIN_MS: i64 = 100;
+
+impl Status {
+    /// Account one catalogued segment: recorded footage, and the gap since the newest one before it.
+    pub fn footage(&mut self, start_ms: i64, duration_ms: i64) {
+        self.recorded_ms += duration_ms.max(0);
+        let end = start_ms + duration_ms.max(0);
+        if let Some(last) = self.last_end_ms {
+            let gap = start_ms - last;
+            if gap >= LOST_MIN_MS {
+                self.lost_ms += gap;
+            }
+        }
+        self.last_end_ms = Some(self.last_end_ms.map_or(end, |l| l.max(end)));
+    }
 }
 
 /// One camera's status, shared by its actors and the web.
@@ -92,6 +132,9 @@ impl StatusCell {
             session: None,
             last_write_ms: None,
             last_segment_ms: None,
+            recorded_ms: 0,
+            lost_ms: 0,
+            last_end_ms: None,
         }))
     }
 
@@ -148,6 +191,16 @@ impl Board {
             .clone()
     }
 
+    /// Every camera's status, by id.
+    pub fn all(&self) -> Vec<(String, Status)> {
+        self.cells
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, c)| (k.clone(), c.snapshot()))
+            .collect()
+    }
+
     /// The status of `camera`, if it is known.
     pub fn get(&self, camera: &str) -> Option<Status> {
         self.cells
@@ -184,6 +237,8 @@ pub struct CameraRuntime {
     pub rtsp_timeout_seconds: u32,
     pub catalog: Arc<Catalog>,
     pub status: Arc<StatusCell>,
+    /// Segments recorded and their age when catalogued (`/metrics`).
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Woken when a segment is catalogued (the distribution pipeline's first stage).
     pub wake: Arc<Wake>,
     pub spawner: Arc<dyn Spawner>,
@@ -209,7 +264,16 @@ impl CameraRuntime {
         catalog: Arc<Catalog>,
         wake: Arc<Wake>,
         board: &Board,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> CameraRuntime {
+        let status = board.cell(&cam.id, chrono::Utc::now().timestamp_millis());
+        // Where the footage stopped before this start: the gap to the first new segment is lost footage.
+        if let Ok(Some(last)) = catalog.latest(&cam.id) {
+            status.update(|s| {
+                let end = last.start_ms + last.duration_ms;
+                s.last_end_ms = Some(s.last_end_ms.map_or(end, |l| l.max(end)));
+            });
+        }
         CameraRuntime {
             config: cam.clone(),
             dir: config.data_dir.join(&cam.id),
@@ -218,7 +282,8 @@ impl CameraRuntime {
             ffprobe: ffprobe_for(&config.capture.ffmpeg),
             rtsp_timeout_seconds: config.capture.rtsp_timeout_seconds,
             catalog,
-            status: board.cell(&cam.id, chrono::Utc::now().timestamp_millis()),
+            status,
+            metrics,
             wake,
             spawner: Arc::new(OsSpawner),
             redactor: Redactor::new(cam.url.secrets()),

@@ -340,9 +340,19 @@ impl Scanner {
                     async move { catalog.run(move |c| c.insert_many(&chunk)).await }
                 })
                 .await?;
+            let now = self.now_ms();
             for (row, ins) in chunk.iter().zip(inserted) {
                 if let Some(ins) = ins {
                     added += 1;
+                    self.cam
+                        .status
+                        .update(|s| s.footage(row.start_ms, row.duration_ms));
+                    let age = (now - row.start_ms - row.duration_ms).max(0) as u64;
+                    self.cam.metrics.stage_done(
+                        "recorded",
+                        None,
+                        std::time::Duration::from_millis(age),
+                    );
                     self.check_target(row);
                     tracing::debug!(actor = %self.path, session = %row.session, seq = row.seq, duration_ms = row.duration_ms, live = ins.live, "segment catalogued");
                 }

@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 
 pub struct Mongo {
     segments: Collection<Document>,
+    db: mongodb::Database,
 }
 
 fn err(op: &'static str) -> impl Fn(mongodb::error::Error) -> Error {
@@ -28,9 +29,20 @@ impl Mongo {
         opts.connect_timeout = Some(timeout);
         opts.app_name = Some("vigil".into());
         let client = Client::with_options(opts).map_err(err("connect"))?;
+        let db = client.database(database);
         Ok(Mongo {
-            segments: client.database(database).collection("segments"),
+            segments: db.collection("segments"),
+            db,
         })
+    }
+
+    /// One round trip to the server (`ping`): is the index reachable now?
+    pub async fn ping(&self) -> Result<()> {
+        self.db
+            .run_command(doc! { "ping": 1 })
+            .await
+            .map_err(err("ping"))?;
+        Ok(())
     }
 
     /// Create the range-query indexes (idempotent).

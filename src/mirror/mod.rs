@@ -113,6 +113,24 @@ impl Stats {
         l.push_back(ms.max(0));
     }
 
+    /// The counters for `/metrics`.
+    pub fn snapshot(&self) -> crate::metrics::MirrorSnap {
+        crate::metrics::MirrorSnap {
+            received: self.received.load(Ordering::Relaxed),
+            mirrored: self.mirrored.load(Ordering::Relaxed),
+            healed: self.healed.load(Ordering::Relaxed),
+            gaps: self.gaps.load(Ordering::Relaxed),
+            subscriptions: self.subscriptions.load(Ordering::Relaxed),
+            rejected: self
+                .rejected
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .map(|(k, v)| (*k, *v))
+                .collect(),
+        }
+    }
+
     /// The counters now, with lag percentiles over the last samples.
     pub fn view(&self) -> StatsView {
         let mut lags: Vec<i64> = self
@@ -158,6 +176,8 @@ pub struct Deps {
     /// The mirrored cameras by id.
     pub cameras: HashMap<String, RemoteCameraConfig>,
     pub config: MirrorConfig,
+    /// Mirror lag and the newest copy per camera, for `/metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
     pub stats: Arc<Stats>,
     pub http: reqwest::Client,
 }
@@ -649,13 +669,20 @@ impl Follower {
                     {
                         Ok(_) => {
                             self.deps.stats.mirrored.fetch_add(1, Ordering::Relaxed);
+                            let now = chrono::Utc::now().timestamp_millis();
+                            let mut lag = None;
                             if healing {
                                 self.deps.stats.healed.fetch_add(1, Ordering::Relaxed);
                             } else if let Some(p) = item.published_ms {
-                                self.deps
-                                    .stats
-                                    .lag(chrono::Utc::now().timestamp_millis() - p);
+                                self.deps.stats.lag(now - p);
+                                lag = Some(Duration::from_millis((now - p).max(0) as u64));
                             }
+                            self.deps.metrics.mirrored(&item.camera, item.end_ms, lag);
+                            self.deps.metrics.stage_done(
+                                "mirror",
+                                None,
+                                Duration::from_millis((now - item.end_ms).max(0) as u64),
+                            );
                             if self
                                 .last
                                 .as_ref()

@@ -42,6 +42,9 @@ pub struct Deps {
     pub index: IndexSource,
     pub topic: String,
     pub wake: Arc<Wake>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// The index's link as the indexer sees it (MongoDB; `/metrics`).
+    pub index_link: Arc<crate::metrics::LinkCell>,
 }
 
 /// How the indexer gets its backend (MongoDB connects asynchronously, with retries).
@@ -134,10 +137,15 @@ async fn run(stage: Stage, deps: Arc<Deps>, clock: Arc<dyn Clock>, path: String)
     let jitter = FastRandJitter::new();
     let mut backoff = Backoff::new(retry_policy());
     let mut index: Option<Arc<dyn Index>> = None;
+    // MongoDB also gets a ping while the indexer idles, so that its link state stays true without traffic.
+    let mut mongo: Option<Arc<crate::index::mongo::Mongo>> = None;
     if stage == Stage::Index {
         loop {
             match &deps.index {
-                IndexSource::Ready(i) => index = Some(i.clone()),
+                IndexSource::Ready(i) => {
+                    index = Some(i.clone());
+                    deps.index_link.set(true);
+                }
                 IndexSource::Mongo { uri, database } => {
                     let connected = async {
                         let m = crate::index::mongo::Mongo::connect(
@@ -153,9 +161,13 @@ async fn run(stage: Stage, deps: Arc<Deps>, clock: Arc<dyn Clock>, path: String)
                     match connected {
                         Ok(m) => {
                             tracing::info!(actor = %path, %database, "MongoDB index ready (indexes on device_id/start, factory_id/start)");
-                            index = Some(Arc::new(m));
+                            let m = Arc::new(m);
+                            mongo = Some(m.clone());
+                            index = Some(m as Arc<dyn Index>);
+                            deps.index_link.set(true);
                         }
                         Err(e) => {
+                            deps.index_link.set(false);
                             let (attempt, delay) = backoff.next_delay(&jitter);
                             if attempt == 1 || attempt % 10 == 0 {
                                 tracing::warn!(actor = %path, attempt, delay_ms = delay.as_millis() as u64, "MongoDB not ready: {e}; indexing waits, recording goes on");
@@ -191,14 +203,25 @@ async fn run(stage: Stage, deps: Arc<Deps>, clock: Arc<dyn Clock>, path: String)
         if batch.is_empty() {
             tokio::select! {
                 () = wake.notified() => {}
-                () = clock.sleep(IDLE_RESCAN) => {}
+                () = clock.sleep(IDLE_RESCAN) => {
+                    if let Some(m) = &mongo {
+                        deps.index_link.set(m.ping().await.is_ok());
+                    }
+                }
             }
             continue;
         }
         for seg in batch {
             loop {
-                match process(stage, &deps, &index, &seg).await {
+                let began = std::time::Instant::now();
+                let done = process(stage, &deps, &index, &seg).await;
+                if stage == Stage::Index {
+                    deps.index_link
+                        .set(!matches!(&done, Err(e) if e.is_transient()));
+                }
+                match done {
                     Ok(cid) => {
+                        let took = began.elapsed();
                         let id = seg.id;
                         // Recording the step is retried while the catalog is busy or full: the step itself is
                         // idempotent, but redoing it is needless work.
@@ -220,6 +243,13 @@ async fn run(stage: Stage, deps: Arc<Deps>, clock: Arc<dyn Clock>, path: String)
                                 Err(e) => return format!("catalog: {e}"),
                             }
                         }
+                        let end = seg.start_ms + seg.duration_ms;
+                        let age = (chrono::Utc::now().timestamp_millis() - end).max(0) as u64;
+                        deps.metrics.stage_done(
+                            stage.name(),
+                            Some(took),
+                            Duration::from_millis(age),
+                        );
                         if backoff.attempt() > 0 {
                             tracing::info!(actor = %path, stage = stage.name(), "dependency back: {} resumed", stage.name());
                         }
@@ -245,6 +275,7 @@ async fn run(stage: Stage, deps: Arc<Deps>, clock: Arc<dyn Clock>, path: String)
                     }
                     Err(e) => {
                         tracing::error!(actor = %path, stage = stage.name(), segment = %seg.path, "{e}: segment set aside (the pipeline goes on without it)");
+                        deps.metrics.set_aside();
                         let (id, why) = (seg.id, format!("{}: {e}", stage.name()));
                         if let Err(e) = deps.catalog.run(move |c| c.set_aside(id, &why)).await {
                             return format!("catalog: {e}");

@@ -33,12 +33,15 @@ pub enum Access {
     Admin,
     /// Users whose scope holds the camera in the path.
     Camera,
+    /// Prometheus: no login; `[metrics] bearer_token` if set, else direct loopback requests only.
+    Metrics,
 }
 
 /// Every route of the app: method(s), path pattern, who may call it. The guard's tests walk this table (and a
 /// unit test checks it against the handlers' route attributes, so a new route cannot be left out).
 pub const ROUTES: &[(&str, &str, Access)] = &[
     ("GET", "/healthz", Access::Public),
+    ("GET", "/metrics", Access::Metrics),
     ("GET", "/login", Access::Public),
     ("POST", "/api/login", Access::Public),
     ("GET", "/assets/{file}", Access::Public),
@@ -62,8 +65,11 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
 /// Paths that need no login.
 pub const PUBLIC: &[&str] = &["/healthz", "/login", "/api/login"];
 
+/// Paths whose handler checks access itself, without a login (Prometheus' scrape).
+pub const OWN_ACCESS: &[&str] = &["/metrics"];
+
 fn is_public(path: &str) -> bool {
-    PUBLIC.contains(&path) || path.starts_with("/assets/")
+    PUBLIC.contains(&path) || path.starts_with("/assets/") || OWN_ACCESS.contains(&path)
 }
 
 /// The client's address: the peer, or what a trusted proxy says it forwarded for.
@@ -104,7 +110,7 @@ pub(super) fn over_tls(req: &HttpRequest, state: &State) -> bool {
             .is_some_and(|v| v.eq_ignore_ascii_case("https"))
 }
 
-fn bearer(req: &HttpRequest) -> Option<&str> {
+pub(super) fn bearer(req: &HttpRequest) -> Option<&str> {
     let v = req.headers().get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
@@ -122,7 +128,7 @@ fn session_cookie(req: &HttpRequest) -> Option<String> {
         .map(|(_, v)| v.to_string())
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(super) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

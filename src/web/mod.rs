@@ -8,6 +8,7 @@
 
 mod cache;
 pub mod guard;
+mod metrics;
 mod page;
 mod remote;
 mod session;
@@ -80,6 +81,15 @@ struct State {
     kubo: Option<crate::ipfs::kubo::Kubo>,
     /// The mirror's counters, when this node mirrors.
     mirror: Option<Arc<crate::mirror::Stats>>,
+    /// Counters and histograms (`/metrics`; the request counter middleware).
+    metrics: Arc<crate::metrics::Metrics>,
+    metrics_enabled: bool,
+    metrics_token: Option<crate::config::Secret>,
+    /// The IPFS API's and the index's links, when configured.
+    ipfs_link: Option<crate::ipfs::link::Link>,
+    index_link: Option<Arc<crate::metrics::LinkCell>>,
+    /// The free-space floors (`/metrics`).
+    retention: crate::config::RetentionConfig,
 }
 
 #[derive(Serialize)]
@@ -673,9 +683,11 @@ fn start(
         let mut app = App::new()
             .wrap(actix_web::middleware::from_fn(guard::authenticate))
             .wrap(actix_web::middleware::Compress::default())
+            .wrap(actix_web::middleware::from_fn(metrics::count))
             .app_data(state.clone())
             .app_data(web::JsonConfig::default().limit(16 * 1024))
             .service(healthz)
+            .service(metrics::metrics)
             .service(session::login)
             .service(session::logout)
             .service(session::me)
@@ -814,6 +826,12 @@ pub fn child_spec(
         index: shared.index,
         kubo: shared.kubo,
         mirror: shared.mirror,
+        metrics: shared.metrics,
+        metrics_enabled: config.metrics.enabled,
+        metrics_token: config.metrics.bearer_token.clone(),
+        ipfs_link: shared.ipfs_link,
+        index_link: shared.index_link,
+        retention: config.retention.clone(),
     });
     ChildSpec::worker("web", move |cx| {
         start(cx, state.clone(), listen, assets.clone()).map_err(|e| e.to_string())
