@@ -7,7 +7,9 @@
 #            ${VIGIL_CACHE_DIR:-$HOME/.cache/vigil}/ipfs-<sha256 of the lockfile>/ (testbed/npm-cache.sh ipfs)
 #     mongo  SecantusDB 0.7.0b3 (MongoDB wire protocol) in a venv at
 #            ${VIGIL_CACHE_DIR:-$HOME/.cache/vigil}/secantusdb-0.7.0b3/ (marker file .complete)
-#   Later: rabbitmq, prometheus, nginx.
+#     nginx  nginx-light (binary only), openssl, curl, wrk
+#     prometheus  Prometheus 2.42 and promtool (binary only; the package's own service is kept from starting)
+#   Later: rabbitmq.
 #
 # The caches live outside the clone (CI clones afresh every run) and are reused when complete.
 # Each component is one function `install_<name>`. apt-get update runs at most once, and only
@@ -16,7 +18,7 @@
 set -euo pipefail
 
 export DEBIAN_FRONTEND=noninteractive
-ALL_COMPONENTS=(ffmpeg camera ipfs mongo nginx)
+ALL_COMPONENTS=(ffmpeg camera ipfs mongo nginx prometheus)
 
 log() { printf '[install] %s\n' "$*" >&2; }
 die() { printf '[install] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -126,6 +128,29 @@ install_nginx() {
     fi
     command -v nginx >/dev/null || die "nginx missing after apt-get install nginx-light"
     command -v wrk >/dev/null || die "wrk missing after apt-get install wrk"
+}
+
+# Prometheus 2.42 + promtool from Debian: the alert-rule unit tests (promtool test rules) and the
+# metrics tests, which run a private Prometheus on 127.0.0.1. The package's init script would start a
+# system-wide server on :9090 on all interfaces: a policy-rc.d that refuses service starts is in place
+# for the install only, and a server that started anyway is stopped.
+install_prometheus() {
+    local policy=/usr/sbin/policy-rc.d placed=0
+    if [[ $(missing_pkgs prometheus) ]]; then
+        if [[ ! -e $policy ]]; then
+            printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+            $SUDO chmod 755 "$policy"
+            placed=1
+        fi
+        apt_install prometheus || { ((placed)) && $SUDO rm -f "$policy"; die "apt-get install prometheus failed"; }
+        ((placed)) && $SUDO rm -f "$policy"
+    fi
+    if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet prometheus 2>/dev/null; then
+        $SUDO systemctl stop prometheus || true
+        $SUDO systemctl disable prometheus >/dev/null 2>&1 || true
+    fi
+    command -v prometheus >/dev/null || die "prometheus missing after apt-get install prometheus"
+    command -v promtool >/dev/null || die "promtool missing after apt-get install prometheus"
 }
 
 install_mongo() {

@@ -63,6 +63,7 @@ impl Rig {
             catalog,
             Default::default(),
             &board,
+            Default::default(),
         );
         rt.spawner = Arc::new(FakeFfmpeg(script.to_string()));
         let rt = Arc::new(rt);
