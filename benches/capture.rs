@@ -488,6 +488,7 @@ fn per_segment_at(at: usize, n: usize) -> f64 {
         catalog.clone(),
         Default::default(),
         &board,
+        Default::default(),
     );
     // The session so far: `at` segments listed, on disk and catalogued.
     let mut list = String::new();
