@@ -4,7 +4,7 @@
 //! numbers of a long run.
 //!
 //! ```text
-//! cargo bench --bench capture -- [--short | --long] [--only faults|flat|time]
+//! cargo bench --bench capture -- [--short | --long] [--only faults|flat|time|metrics]
 //! ```
 //!
 //! - faults: ffmpeg SIGKILLed every 20 s (short: 2 min, long: 5 min): footage kept and lost per kill; a
@@ -15,6 +15,9 @@
 //!   latency, live.m3u8 answers per second to 16 pollers; and the watcher's per-segment cost at segment 10
 //!   vs segment 100 000 of one session.
 //! - time (long only): recorded times against the camera's clock at a session's start and after 30 minutes.
+//! - metrics: 32 cameras recording into js-ipfs and SecantusDB over a day of synthetic history: `/metrics`
+//!   scrape time (p50/p99), size and series, vigil's CPU per scrape, and that cost at a 15 s scrape interval
+//!   as a share of vigil's own CPU.
 //!
 //! Needs the test bed's ffmpeg and camera simulator (testbed/install.sh) and, for nothing else, root.
 
@@ -656,4 +659,77 @@ fn main() {
     if long && run("time") {
         time_long();
     }
+    if run("metrics") {
+        metrics(long);
+    }
+}
+
+/// The cost of `/metrics` with 32 cameras (see the module doc).
+fn metrics(long: bool) {
+    let cameras = 32;
+    out(&format!(
+        "## /metrics ({cameras} cameras recording, distributing to js-ipfs and SecantusDB; 1 day of synthetic history)"
+    ));
+    let cam = Camera::start_with(
+        cameras,
+        &["--width", "320", "--height", "180", "--fps", "10"],
+    );
+    let bed = support::bed::Bed::start(&["ipfs-a", "mongo"]);
+    let dir = tempfile::tempdir_in(support::repo().join("target")).unwrap();
+    let data = dir.path().join("data");
+    let rows = synthetic_history(&data, cameras, 1);
+    let ids: Vec<String> = (1..=cameras).map(|i| format!("cam{i}")).collect();
+    let cams: Vec<(&str, String)> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.as_str(), cam.url(i + 1)))
+        .collect();
+    let extra = format!(
+        "[ipfs]\napi = \"{}\"\n[index]\nmongodb_uri = \"{}\"\ndatabase = \"vigil\"\n",
+        bed.ipfs_a, bed.mongo
+    );
+    let mut vigil = Vigil::start(&vigil_config(&data, &cams, &extra));
+    let pid = vigil.pid();
+    wait_until("every camera records", Duration::from_secs(90), || {
+        ids.iter().all(|id| {
+            catalog(&data).camera_stats(id).unwrap().segments as u64 > rows / cameras as u64
+        })
+    });
+    let ticks_per_s = unsafe { nix::libc::sysconf(nix::libc::_SC_CLK_TCK) } as f64;
+    // vigil's own CPU while it records (nobody scrapes).
+    let quiet = Duration::from_secs(if long { 120 } else { 60 });
+    let (c0, t0) = (cpu_ticks(pid), Instant::now());
+    std::thread::sleep(quiet);
+    let own = (cpu_ticks(pid) - c0) as f64 / ticks_per_s / t0.elapsed().as_secs_f64();
+    // Back-to-back scrapes: latency, and CPU beyond what recording took meanwhile.
+    latencies(&vigil.addr, "/metrics", 20);
+    let n = if long { 2000 } else { 500 };
+    let (c0, t0) = (cpu_ticks(pid), Instant::now());
+    let mut lat = latencies(&vigil.addr, "/metrics", n);
+    let window = t0.elapsed().as_secs_f64();
+    let spent = (cpu_ticks(pid) - c0) as f64 / ticks_per_s - own * window;
+    let per_scrape_ms = spent.max(0.0) * 1000.0 / n as f64;
+    let text = http_get(&vigil.addr, "/metrics").text();
+    let series = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .count();
+    let backlog: f64 = vigil::metrics::values(&text, "vigil_pipeline_backlog_segments")
+        .iter()
+        .map(|(_, v)| v)
+        .sum();
+    out(&format!(
+        "vigil  /metrics scrape: p50 {:.2} ms, p99 {:.2} ms over {n} scrapes; {:.1} KB, {series} series (pipeline backlog {backlog:.0})",
+        percentile(&mut lat, 0.5),
+        percentile(&mut lat, 0.99),
+        text.len() as f64 / 1024.0
+    ));
+    let at15 = per_scrape_ms / 1000.0 / 15.0;
+    out(&format!(
+        "vigil  CPU per scrape {per_scrape_ms:.2} ms; scraped every 15 s that is {:.4} % of a core, {:.2} % of vigil's own {:.1} % of a core while recording",
+        at15 * 100.0,
+        at15 / own * 100.0,
+        own * 100.0
+    ));
+    vigil.stop();
 }

@@ -273,6 +273,22 @@ impl Metrics {
                 node_id: node_id.to_string(),
             }),
         );
+        // Series that exist from the start at 0, so that their first increase shows in increase()/rate().
+        for stage in [
+            "recorded",
+            "pinned",
+            "indexed",
+            "published",
+            "set_aside",
+            "mirrored",
+            "deleted",
+        ] {
+            let _ = segments.get_or_create(&StageLabel { stage });
+        }
+        for reason in ["budget", "critical"] {
+            let _ = deleted_segments.get_or_create(&ReasonLabel { reason });
+            let _ = deleted_bytes.get_or_create(&ReasonLabel { reason });
+        }
         let start_time = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
@@ -531,7 +547,7 @@ impl Snapshot {
         );
         r.register(
             "camera_last_segment_age_seconds",
-            "Seconds since this camera's last finished segment was catalogued (for a mirrored camera: since the newest copy's end)",
+            "Seconds since this camera's last finished segment was catalogued (before the first of this run: since the newest catalogued segment's end, or since start)",
             seg_age,
         );
         r.register_with_unit(
@@ -637,6 +653,10 @@ impl Snapshot {
                 mirror.subscriptions,
             );
             let rejected = Family::<ReasonLabel, Counter>::default();
+            // Every reason from the start (0), so that the first refusal shows as an increase.
+            for reason in crate::mirror::REASONS {
+                let _ = rejected.get_or_create(&ReasonLabel { reason });
+            }
             for (reason, n) in &mirror.rejected {
                 rejected.get_or_create(&ReasonLabel { reason }).inc_by(*n);
             }
@@ -832,13 +852,26 @@ mod tests {
             )]
         );
         assert_eq!(one("vigil_supervisor_child_up")[0].1, 0.0);
-        assert_eq!(one("vigil_segments_total")[0].1, 1.0);
+        // Every stage and deletion reason is there from the start; only what happened is non-zero.
+        let segments = one("vigil_segments_total");
+        assert_eq!(segments.len(), 7, "{segments:?}");
+        assert!(segments.contains(&("vigil_segments_total{stage=\"pinned\"}".to_string(), 1.0)));
+        assert!(segments.contains(&("vigil_segments_total{stage=\"deleted\"}".to_string(), 3.0)));
+        assert_eq!(segments.iter().map(|(_, v)| v).sum::<f64>(), 4.0);
+        let mut deleted = one("vigil_retention_deleted_bytes_total");
+        deleted.sort_by(|a, b| a.0.cmp(&b.0));
         assert_eq!(
-            one("vigil_retention_deleted_bytes_total"),
-            vec![(
-                "vigil_retention_deleted_bytes_total{reason=\"budget\"}".to_string(),
-                3000.0
-            )]
+            deleted,
+            vec![
+                (
+                    "vigil_retention_deleted_bytes_total{reason=\"budget\"}".to_string(),
+                    3000.0
+                ),
+                (
+                    "vigil_retention_deleted_bytes_total{reason=\"critical\"}".to_string(),
+                    0.0
+                )
+            ]
         );
         let states = one("vigil_camera_state");
         assert_eq!(states.len(), CAMERA_STATES.len());

@@ -18,8 +18,8 @@ pub struct Prometheus {
 }
 
 impl Prometheus {
-    /// Scrape `target` (`host:port` of a vigil, job "vigil") every second; load `rules` if given.
-    pub fn start(target: &str, rules: Option<&Path>) -> Prometheus {
+    /// Scrape `targets` (`host:port` of vigils, job "vigil") every second; load `rules` if given.
+    pub fn start(targets: &[&str], rules: Option<&Path>) -> Prometheus {
         assert!(
             Path::new(PROMETHEUS).exists(),
             "{PROMETHEUS} missing: run testbed/install.sh prometheus"
@@ -29,9 +29,11 @@ impl Prometheus {
         let rule_files = rules.map_or(String::new(), |r| {
             format!("rule_files:\n  - {}\n", r.display())
         });
+        let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
         let config = format!(
             "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n{rule_files}\
-             scrape_configs:\n  - job_name: vigil\n    static_configs:\n      - targets: ['{target}']\n"
+             scrape_configs:\n  - job_name: vigil\n    static_configs:\n      - targets: [{}]\n",
+            targets.join(", ")
         );
         let conf = dir.path().join("prometheus.yml");
         std::fs::write(&conf, config).unwrap();
