@@ -177,12 +177,13 @@ up_ipfs() {
     settings="api=$api gateway=$gw swarm=$swarm js-ipfs=$nm"
     if pid=$(service_pid "$svc"); then
         have=$(env_value_of "$pid" VIGIL_TB_SETTINGS)
-        if [[ $have == "$settings" ]] && tcp_open 127.0.0.1 "$api"; then
+        if [[ $have == "$settings" ]] && ipfs_answers "$svc"; then
             tb_log "$svc already running (pid $pid)"
             return 0
         elif [[ $have == "$settings" ]]; then
-            # js-ipfs can lose its HTTP API (e.g. after its peer went away) while the process lives on.
-            tb_log "$svc pid $pid runs but its API on 127.0.0.1:$api does not answer; restarting it"
+            # js-ipfs can lose its HTTP API (e.g. after its peer went away) while the process lives on: the
+            # port may even accept connections and reset them.
+            tb_log "$svc pid $pid runs but its API on 127.0.0.1:$api does not answer POST /api/v0/id; restarting it"
         else
             tb_log "$svc pid $pid runs with other settings ($have); restarting it"
         fi
@@ -244,7 +245,29 @@ process.stdin.on("data", d => { s += d }).on("end", () => {
 })' "$1"
 }
 
-ipfs_peer_id() { ipfs_rpc "$1" id | json_field ID; }
+# ipfs_answers SVC: POST /api/v0/id answers with an ID, within three tries over about two seconds.
+ipfs_answers() {
+    local i
+    for ((i = 0; i < 3; i++)); do
+        IPFS_RPC_TIMEOUT=2 ipfs_rpc "$1" id 2>/dev/null | grep '"ID"' >/dev/null && return 0
+        sleep 0.3
+    done
+    return 1
+}
+
+# ipfs_peer_id SVC: the node's peer id (three tries: a node that just saw its peer come back may reset one
+# connection).
+ipfs_peer_id() {
+    local i id
+    for ((i = 0; i < 3; i++)); do
+        id=$(ipfs_rpc "$1" id 2>/dev/null | json_field ID 2>/dev/null) && [[ -n $id ]] && {
+            printf '%s\n' "$id"
+            return 0
+        }
+        sleep 0.3
+    done
+    return 1
+}
 
 # ipfs_peers SVC: the peer IDs in the node's swarm/peers.
 ipfs_peers() { ipfs_rpc "$1" swarm/peers | json_field Peers | node -e '
