@@ -412,6 +412,19 @@ fn throughput(addr: &str, path: &str, clients: usize, secs: u64) -> f64 {
     handles.into_iter().map(|h| h.join().unwrap()).sum::<u64>() as f64 / secs as f64
 }
 
+/// `cam1` … `camN`.
+fn camera_ids(n: usize) -> Vec<String> {
+    (1..=n).map(|i| format!("cam{i}")).collect()
+}
+
+/// Each id with the simulator's stream of the same number.
+fn with_urls<'a>(ids: &'a [String], cam: &Camera) -> Vec<(&'a str, String)> {
+    ids.iter()
+        .enumerate()
+        .map(|(i, id)| (id.as_str(), cam.url(i + 1)))
+        .collect()
+}
+
 struct Flat {
     cpu_ms_per_segment: f64,
     live_p50: f64,
@@ -429,12 +442,8 @@ fn flat_run(cameras: usize, days: i64, cam: &Camera, measure_s: u64) -> Flat {
         "  history: {rows} synthetic rows ({cameras} cameras × {days} day(s)) written in {:.0} s",
         t.elapsed().as_secs_f64()
     ));
-    let ids: Vec<String> = (1..=cameras).map(|i| format!("cam{i}")).collect();
-    let cams: Vec<(&str, String)> = ids
-        .iter()
-        .enumerate()
-        .map(|(i, id)| (id.as_str(), cam.url(i + 1)))
-        .collect();
+    let ids = camera_ids(cameras);
+    let cams = with_urls(&ids, cam);
     // A fake IPFS API keeps the pipeline configured (its backlog queries run) without distributing anything.
     let path = vigil_config(&data, &cams, "");
     let mut vigil = Vigil::start(&path);
@@ -678,12 +687,8 @@ fn metrics(long: bool) {
     let dir = tempfile::tempdir_in(support::repo().join("target")).unwrap();
     let data = dir.path().join("data");
     let rows = synthetic_history(&data, cameras, 1);
-    let ids: Vec<String> = (1..=cameras).map(|i| format!("cam{i}")).collect();
-    let cams: Vec<(&str, String)> = ids
-        .iter()
-        .enumerate()
-        .map(|(i, id)| (id.as_str(), cam.url(i + 1)))
-        .collect();
+    let ids = camera_ids(cameras);
+    let cams = with_urls(&ids, &cam);
     let extra = format!(
         "[ipfs]\napi = \"{}\"\n[index]\nmongodb_uri = \"{}\"\ndatabase = \"vigil\"\n",
         bed.ipfs_a, bed.mongo

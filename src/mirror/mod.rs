@@ -144,18 +144,17 @@ impl Stats {
         let pct = |p: f64| -> Option<i64> {
             (!lags.is_empty()).then(|| lags[((lags.len() - 1) as f64 * p).round() as usize])
         };
+        let now = self.snapshot();
         StatsView {
-            received: self.received.load(Ordering::Relaxed),
-            mirrored: self.mirrored.load(Ordering::Relaxed),
-            healed: self.healed.load(Ordering::Relaxed),
-            gaps: self.gaps.load(Ordering::Relaxed),
-            subscriptions: self.subscriptions.load(Ordering::Relaxed),
-            rejected: self
+            received: now.received,
+            mirrored: now.mirrored,
+            healed: now.healed,
+            gaps: now.gaps,
+            subscriptions: now.subscriptions,
+            rejected: now
                 .rejected
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .iter()
-                .map(|(k, v)| (k.to_string(), *v))
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
                 .collect(),
             lag_ms_p50: pct(0.5),
             lag_ms_p99: pct(0.99),
