@@ -274,21 +274,20 @@ ipfs_peers() { ipfs_rpc "$1" swarm/peers | json_field Peers | node -e '
 let s = ""; process.stdin.on("data", d => { s += d }).on("end", () => {
   s.split("\n").filter(Boolean).forEach(l => console.log(JSON.parse(l).Peer)) })'; }
 
-# ipfs_link: with both nodes running, make sure B is connected to A (A's multiaddr on 127.0.0.1 with
+# ipfs_link_once: with both nodes running, make sure B is connected to A (A's multiaddr on 127.0.0.1 with
 # /p2p/<A's id>) and both list the other in swarm/peers. Nothing else would connect them (no bootstrap,
 # no MDNS), and a restarted node loses the connection, so this runs after every up.sh touching ipfs.
-ipfs_link() {
+ipfs_link_once() {
     local ida idb swarm_a addr i
-    service_pid ipfs-a >/dev/null && service_pid ipfs-b >/dev/null || return 0
-    ida=$(ipfs_peer_id ipfs-a) && [[ -n $ida ]] || tb_die "ipfs-a: cannot read its peer id"
-    idb=$(ipfs_peer_id ipfs-b) && [[ -n $idb ]] || tb_die "ipfs-b: cannot read its peer id"
+    ida=$(ipfs_peer_id ipfs-a) && [[ -n $ida ]] || { tb_log "ipfs-a: cannot read its peer id"; return 1; }
+    idb=$(ipfs_peer_id ipfs-b) && [[ -n $idb ]] || { tb_log "ipfs-b: cannot read its peer id"; return 1; }
     read -r _ _ swarm_a <<<"$(ipfs_ports_of ipfs-a)"
     addr=/ip4/127.0.0.1/tcp/$swarm_a/p2p/$ida
     if ipfs_peers ipfs-b | grep -xF "$ida" >/dev/null && ipfs_peers ipfs-a | grep -xF "$idb" >/dev/null; then
         tb_log "ipfs-b already connected to ipfs-a"
         return 0
     fi
-    ipfs_rpc ipfs-b "swarm/connect?arg=$addr" >/dev/null || tb_die "ipfs-b: swarm/connect $addr failed"
+    ipfs_rpc ipfs-b "swarm/connect?arg=$addr" >/dev/null || { tb_log "ipfs-b: swarm/connect $addr failed"; return 1; }
     for ((i = 0; i < 100; i++)); do
         if ipfs_peers ipfs-b | grep -xF "$ida" >/dev/null && ipfs_peers ipfs-a | grep -xF "$idb" >/dev/null; then
             tb_log "ipfs-b connected to ipfs-a ($addr), after $((i * 100)) ms both list the other in swarm/peers"
@@ -296,7 +295,24 @@ ipfs_link() {
         fi
         sleep 0.1
     done
-    tb_die "ipfs-b connected to $addr, but swarm/peers does not show both sides after 10 s"
+    tb_log "ipfs-b connected to $addr, but swarm/peers does not show both sides after 10 s"
+    return 1
+}
+
+# ipfs_link: as ipfs_link_once; when it fails because a node lost its API meanwhile (js-ipfs 0.66's node B
+# sometimes does just after node A comes back), that node is restarted and the link tried once more.
+ipfs_link() {
+    local svc
+    service_pid ipfs-a >/dev/null && service_pid ipfs-b >/dev/null || return 0
+    ipfs_link_once && return 0
+    for svc in ipfs-a ipfs-b; do
+        if ! ipfs_answers "$svc"; then
+            tb_log "$svc lost its API while linking the nodes; restarting it"
+            "$TESTBED_HOME/down.sh" "$svc"
+            "up_$svc"
+        fi
+    done
+    ipfs_link_once || tb_die "cannot connect ipfs-b to ipfs-a (see $(logfile_of ipfs-a) and $(logfile_of ipfs-b))"
 }
 
 summary_ipfs() {
