@@ -420,15 +420,19 @@ impl Catalog {
         })
     }
 
-    fn init(conn: Connection) -> rusqlite::Result<Connection> {
+    fn init(mut conn: Connection) -> rusqlite::Result<Connection> {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // Every write transaction takes the write lock when it begins. A deferred one that reads first and writes
+        // second fails with SQLITE_BUSY at once, without waiting, when another process (`vigil user|token` next
+        // to a running vigil) wrote in between: SQLite cannot wait its way out of that.
+        conn.set_transaction_behavior(rusqlite::TransactionBehavior::Immediate);
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // FULL: a segment the watcher reported is durable even across a power cut.
         conn.pragma_update(None, "synchronous", "FULL")?;
         let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
             conn.execute_batch(&format!(
-                "BEGIN; {sql}; PRAGMA user_version = {}; COMMIT;",
+                "BEGIN IMMEDIATE; {sql}; PRAGMA user_version = {}; COMMIT;",
                 i + 1
             ))?;
         }

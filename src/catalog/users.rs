@@ -452,4 +452,39 @@ mod tests {
         .unwrap();
         assert_eq!(c.audit_log(10).unwrap()[0].event, "login_failed");
     }
+
+    /// `vigil token add` next to a running vigil: the running process holds the write lock and commits while
+    /// the CLI's transaction has already read. A deferred transaction fails with "database is locked" at once;
+    /// an immediate one waits for the lock and succeeds.
+    #[test]
+    fn a_second_process_writing_meanwhile_makes_a_token_wait_not_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.sqlite");
+        let running = Catalog::open(&path).unwrap();
+        running.add_user(&user("alice", Role::Client)).unwrap();
+        let cli = Catalog::open(&path).unwrap();
+
+        let other = rusqlite::Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        other
+            .execute(
+                "INSERT INTO audit (at_ms, event) VALUES (1, 'meanwhile')",
+                [],
+            )
+            .unwrap();
+        let started = std::time::Instant::now();
+        let holder = std::thread::spawn(move || {
+            // Hold the write lock while the CLI's transaction starts (this forces the interleaving), then commit.
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            other.execute_batch("COMMIT").unwrap();
+        });
+        let r = cli.add_token("t", "alice", "test");
+        holder.join().unwrap();
+        assert!(r.is_ok(), "{r:?}");
+        assert!(
+            started.elapsed() >= std::time::Duration::from_millis(250),
+            "the token waited for the other writer"
+        );
+        assert_eq!(running.tokens().unwrap().len(), 1);
+    }
 }
