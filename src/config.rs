@@ -348,6 +348,65 @@ pub struct Config {
     /// `GET /metrics` for Prometheus.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// The AMQP control plane (RabbitMQ): signed commands that add, change and remove cameras at run time.
+    #[serde(default)]
+    pub control: Option<ControlConfig>,
+}
+
+/// `[control]`: take commands from an AMQP broker (see docs/control.md).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ControlConfig {
+    /// `amqp://user:password@host:5672/vhost` (`%2f` is the default vhost). The password is never logged.
+    pub amqp_url: Secret,
+    /// The fleet's shared HMAC-SHA256 key (at least 32 bytes; `vigil ctl keygen FILE` makes one). Relative to
+    /// the config file's folder. Keep it readable by vigil only.
+    pub key_file: PathBuf,
+    /// Name prefix of the exchanges and queues: `<prefix>.control`, `<prefix>.events`, `<prefix>.dlx`,
+    /// `<prefix>.node.<node_id>`, `<prefix>.dead`.
+    #[serde(default = "default_control_prefix")]
+    pub prefix: String,
+    /// A command is accepted only when its `issued_at` is within this many seconds of the node's clock; older
+    /// ones are refused as replays.
+    #[serde(default = "default_control_window")]
+    pub window_seconds: u32,
+    /// How often the node publishes a heartbeat on `<prefix>.events`.
+    #[serde(default = "default_heartbeat_seconds")]
+    pub heartbeat_seconds: u32,
+    /// How many unacknowledged commands the broker hands this node at once.
+    #[serde(default = "default_prefetch")]
+    pub prefetch: u16,
+}
+
+fn default_control_prefix() -> String {
+    "vigil".into()
+}
+fn default_control_window() -> u32 {
+    300
+}
+fn default_heartbeat_seconds() -> u32 {
+    10
+}
+fn default_prefetch() -> u16 {
+    4
+}
+
+impl ControlConfig {
+    pub fn exchange(&self) -> String {
+        format!("{}.control", self.prefix)
+    }
+    pub fn events_exchange(&self) -> String {
+        format!("{}.events", self.prefix)
+    }
+    pub fn dead_letter_exchange(&self) -> String {
+        format!("{}.dlx", self.prefix)
+    }
+    pub fn dead_letter_queue(&self) -> String {
+        format!("{}.dead", self.prefix)
+    }
+    pub fn node_queue(&self, node: &str) -> String {
+        format!("{}.node.{node}", self.prefix)
+    }
 }
 
 /// `[metrics]`: the Prometheus endpoint `GET /metrics`.
@@ -737,9 +796,14 @@ impl Config {
             source,
         })?;
         let mut config = Config::parse(&text, path)?;
+        let base = path.parent().unwrap_or(Path::new("."));
         if config.data_dir.is_relative() {
-            let base = path.parent().unwrap_or(Path::new("."));
             config.data_dir = base.join(&config.data_dir);
+        }
+        if let Some(c) = &mut config.control
+            && c.key_file.is_relative()
+        {
+            c.key_file = base.join(&c.key_file);
         }
         Ok(config)
     }
@@ -924,6 +988,49 @@ impl Config {
                 bad(
                     "index".into(),
                     "indexing needs CIDs: configure [ipfs] too".into(),
+                );
+            }
+        }
+
+        if let Some(c) = &self.control {
+            let u = c.amqp_url.expose();
+            match url::Url::parse(u) {
+                Ok(parsed) if parsed.scheme() == "amqp" => {}
+                Ok(parsed) if parsed.scheme() == "amqps" => bad(
+                    "control.amqp_url".into(),
+                    "amqps:// is not built in: reach the broker over amqp:// on a private network or through a TLS tunnel".into(),
+                ),
+                // The URL may carry a password: never echoed.
+                _ => bad(
+                    "control.amqp_url".into(),
+                    "is not an amqp:// URL, e.g. \"amqp://vigil:PASSWORD@127.0.0.1:5672/%2f\"".into(),
+                ),
+            }
+            if c.key_file.as_os_str().is_empty() {
+                bad("control.key_file".into(), "must not be empty".into());
+            }
+            if check_name(&c.prefix, true).is_err() {
+                bad(
+                    "control.prefix".into(),
+                    format!("{:?}: letters, digits, '-', '_', '.' (1 to 64)", c.prefix),
+                );
+            }
+            if !(10..=86_400).contains(&c.window_seconds) {
+                bad(
+                    "control.window_seconds".into(),
+                    format!("must be between 10 and 86400, got {}", c.window_seconds),
+                );
+            }
+            if !(1..=3600).contains(&c.heartbeat_seconds) {
+                bad(
+                    "control.heartbeat_seconds".into(),
+                    format!("must be between 1 and 3600, got {}", c.heartbeat_seconds),
+                );
+            }
+            if !(1..=1000).contains(&c.prefetch) {
+                bad(
+                    "control.prefetch".into(),
+                    format!("must be between 1 and 1000, got {}", c.prefetch),
                 );
             }
         }

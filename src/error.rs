@@ -93,6 +93,9 @@ pub enum Error {
         reason: &'static str,
         message: String,
     },
+    /// The control plane's broker (AMQP): connecting, declaring, publishing, consuming.
+    #[error("AMQP {op}: {message}")]
+    Control { op: &'static str, message: String },
     #[error("internal error: {0}")]
     Internal(String),
 }

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod capture;
 pub mod catalog;
 pub mod config;
+pub mod control;
 pub mod error;
 pub mod hls;
 pub mod index;

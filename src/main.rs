@@ -87,6 +87,31 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Steer nodes over the AMQP control plane (docs/control.md): sign and send commands, see the fleet's
+    /// heartbeats, add and remove cameras. The broker and the key come from the [control] table of --config,
+    /// or from --amqp-url and --key-file.
+    Ctl {
+        /// A config file with a [control] table (amqp_url, key_file, prefix).
+        #[arg(long, short, value_name = "FILE", env = "VIGIL_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        /// The broker, amqp://user:password@host:5672/%2f (instead of [control] amqp_url).
+        #[arg(
+            long,
+            value_name = "URL",
+            env = "VIGIL_AMQP_URL",
+            global = true,
+            hide_env_values = true
+        )]
+        amqp_url: Option<String>,
+        /// The fleet's HMAC key file (instead of [control] key_file).
+        #[arg(long, value_name = "FILE", env = "VIGIL_CONTROL_KEY", global = true)]
+        key_file: Option<PathBuf>,
+        /// Exchange and queue name prefix (instead of [control] prefix; default "vigil").
+        #[arg(long, value_name = "PREFIX", global = true)]
+        prefix: Option<String>,
+        #[command(subcommand)]
+        action: CtlAction,
+    },
     /// Print the supervision tree that `run` starts: supervisors, strategies, restart limits and workers.
     Tree {
         /// Show the tree for this config (its tuning and cameras); without it, the defaults.
@@ -131,6 +156,93 @@ enum UserAction {
 }
 
 #[derive(Subcommand, Debug)]
+enum CtlAction {
+    /// Write a new random fleet key (32 bytes, hex) to FILE, readable by its owner only. Copy it to every node
+    /// ([control] key_file) and to where `vigil ctl` runs. Refuses to overwrite a file.
+    Keygen {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Sign the command in FILE (JSON: kind, node, public, private; id and issued_at are filled in when
+    /// missing), publish it to its node, wait for the reply and print it. Exit status: 0 applied, 1 refused
+    /// (the reply says why), 2 not sent or no reply.
+    Send {
+        /// The command (`-` for standard input).
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Publish FILE as it is, without signing or filling in anything (to test what a node refuses).
+        #[arg(long)]
+        raw: bool,
+        /// The node to send to, when FILE has no "node" (or with --raw).
+        #[arg(long)]
+        node: Option<String>,
+        /// Seconds to wait for the reply.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
+    /// List the nodes heard from: their roles and cameras (from heartbeats, listened to for --wait seconds).
+    Status {
+        /// Seconds to listen (at least one heartbeat interval).
+        #[arg(long, default_value_t = 12)]
+        wait: u64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add, change or remove a camera on a node.
+    Camera {
+        #[command(subcommand)]
+        action: CtlCameraAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CtlCameraAction {
+    /// Add a camera to NODE: it records within seconds. Credentials go in the command's private part (never
+    /// logged): --username, and the password from standard input with --password-stdin.
+    Add(CtlCamera),
+    /// Change a camera's settings on NODE (it restarts with them).
+    Update(CtlCamera),
+    /// Stop recording a camera on NODE; its footage stays served.
+    Remove {
+        #[arg(long)]
+        node: String,
+        #[arg(long)]
+        id: String,
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct CtlCamera {
+    /// The node that records it.
+    #[arg(long)]
+    node: String,
+    /// The camera's id (letters, digits, '-', '_').
+    #[arg(long)]
+    id: String,
+    /// Its factory (site, customer).
+    #[arg(long)]
+    factory: String,
+    /// rtsp:// URL without credentials.
+    #[arg(long)]
+    url: String,
+    /// RTSP user name.
+    #[arg(long)]
+    username: Option<String>,
+    /// Read the RTSP password from the first line of standard input.
+    #[arg(long)]
+    password_stdin: bool,
+    #[arg(long)]
+    segment_seconds: Option<u32>,
+    #[arg(long)]
+    stall_seconds: Option<u32>,
+    #[arg(long, default_value_t = 30)]
+    timeout: u64,
+}
+
+#[derive(Subcommand, Debug)]
 enum TokenAction {
     /// Create a token for USER; it is printed once (only its SHA-256 is stored).
     Add {
@@ -152,6 +264,8 @@ enum TokenAction {
         id: i64,
     },
 }
+
+mod ctl;
 
 /// The catalog of the node configured in `config` (for `user` and `token`).
 fn admin_catalog(config: Option<PathBuf>) -> Result<(Config, Catalog), String> {
@@ -422,6 +536,13 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Ctl {
+            config,
+            amqp_url,
+            key_file,
+            prefix,
+            action,
+        } => ctl::run(config, amqp_url, key_file, prefix, action),
         Command::Verify {
             config,
             camera,
@@ -586,17 +707,20 @@ async fn run_tree(config: Config, notifier: &vigil::service::Notifier) -> ExitRe
         }
     };
     let metrics = std::sync::Arc::new(vigil::metrics::Metrics::new(&config.node_id));
-    let spec = match vigil::tree::root(&config, catalog, auth, metrics.clone()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!("{e}");
-            return ExitReason::Failed(e.to_string());
-        }
-    };
+    let (spec, root_slot) =
+        match vigil::tree::root_with_slot(&config, catalog, auth, metrics.clone()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("{e}");
+                return ExitReason::Failed(e.to_string());
+            }
+        };
     let runtime = Runtime::new();
     // Restarts, escalations and children up are counted from the tree's events, synchronously (none lost).
     runtime.events().observe(move |e| metrics.supervision(e));
     let root = runtime.start(spec);
+    // The control plane changes cameras through the running tree.
+    let _ = root_slot.set(root.clone());
     // Signals are handled from here on, also while the tree is still coming up.
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,

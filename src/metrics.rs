@@ -62,6 +62,11 @@ struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HttpLabels {
     route: String,
     method: &'static str,
@@ -168,6 +173,8 @@ pub struct Metrics {
     http_requests: Family<HttpLabels, Counter>,
     http_seconds: Family<RouteLabel, Histogram>,
     mirror_lag: Histogram,
+    control_commands: Family<ResultLabel, Counter>,
+    control_active_jobs: Gauge,
     /// Newest mirrored segment's end (unix ms) per mirrored camera.
     mirror_newest: Mutex<HashMap<String, i64>>,
     start_time: f64,
@@ -265,6 +272,18 @@ impl Metrics {
             prometheus_client::registry::Unit::Seconds,
             mirror_lag.clone(),
         );
+        let control_commands = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "control_commands",
+            "Control-plane commands handled, by result: ok, duplicate (a redelivery answered from memory) or the refusal's reason (oversize, malformed, unsigned, forged, wrong_node, unknown_kind, stale, invalid, conflict, unsupported, failed)",
+            control_commands.clone(),
+        );
+        let control_active_jobs = Gauge::default();
+        registry.register(
+            "control_active_jobs",
+            "Jobs (transcoding) running on this node: +1 when one starts, -1 when it stops",
+            control_active_jobs.clone(),
+        );
         registry.register(
             "build",
             "This vigil's version and node id",
@@ -305,9 +324,23 @@ impl Metrics {
             http_requests,
             http_seconds,
             mirror_lag,
+            control_commands,
+            control_active_jobs,
             mirror_newest: Mutex::default(),
             start_time,
         }
+    }
+
+    /// Count a control-plane command by its result (`ok`, `duplicate` or a refusal's reason).
+    pub fn control_command(&self, result: &'static str) {
+        self.control_commands
+            .get_or_create(&ResultLabel { result })
+            .inc();
+    }
+
+    /// A job started (+1) or stopped (-1).
+    pub fn control_jobs(&self, delta: i64) {
+        self.control_active_jobs.inc_by(delta);
     }
 
     /// Count a supervision event (installed as the tree's [`supervisors::EventBus::observe`]r).

@@ -23,6 +23,7 @@ use supervisors::{ChildHandle, ChildSpec, Shutdown, SupervisorSpec};
 use crate::capture;
 use crate::catalog::{Catalog, Stage, Wake};
 use crate::config::{Config, Secret};
+use crate::control;
 use crate::index::embedded::Embedded;
 use crate::ipfs::cluster::Cluster;
 use crate::ipfs::kubo::{Auth, Kubo};
@@ -63,6 +64,10 @@ pub struct Shared {
     pub ipfs_link: Option<Link>,
     /// The index's link as the indexer sees it, when `[ipfs]` and `[index]` are configured.
     pub index_link: Option<Arc<crate::metrics::LinkCell>>,
+    /// The AMQP broker's link, when `[control]` is configured.
+    pub amqp_link: Option<Arc<crate::metrics::LinkCell>>,
+    /// The cameras the web serves (the control plane adds and removes them).
+    pub cameras: Arc<web::Registry>,
 }
 
 /// The index a node reads: MongoDB when `[index]` is configured, else the catalog.
@@ -269,9 +274,29 @@ pub fn root(
     auth: Arc<crate::auth::Auth>,
     metrics: Arc<crate::metrics::Metrics>,
 ) -> crate::Result<SupervisorSpec> {
+    Ok(root_with_slot(config, catalog, auth, metrics)?.0)
+}
+
+/// Where the running root supervisor goes once started (the control plane adds and removes cameras through
+/// it): set it right after [`supervisors::Runtime::start`].
+pub type RootSlot = Arc<std::sync::OnceLock<supervisors::SupervisorHandle>>;
+
+/// [`root`], with the slot for the running root supervisor.
+pub fn root_with_slot(
+    config: &Config,
+    catalog: Arc<Catalog>,
+    auth: Arc<crate::auth::Auth>,
+    metrics: Arc<crate::metrics::Metrics>,
+) -> crate::Result<(SupervisorSpec, RootSlot)> {
     let wake = Arc::new(Wake::default());
     let board = Arc::new(capture::Board::default());
     let mut services = tuned(SupervisorSpec::new("services"), config);
+    // The cameras to record: the config file's, with the control plane's changes over them.
+    let (recorded, served) = control::merged_cameras(config, &catalog)?;
+    let registry = Arc::new(web::Registry::of(config));
+    for cam in recorded.iter().chain(&served) {
+        registry.put_local(cam);
+    }
     let mut shared = Shared {
         index: shared_index(config, &catalog),
         kubo: None,
@@ -279,9 +304,27 @@ pub fn root(
         metrics: metrics.clone(),
         ipfs_link: None,
         index_link: None,
+        amqp_link: None,
+        cameras: registry.clone(),
     };
     for child in pipeline_children(config, &catalog, &wake, &mut shared)? {
         services = services.child(child);
+    }
+    let levers = Arc::new(control::Levers::new(
+        config,
+        catalog.clone(),
+        wake.clone(),
+        board.clone(),
+        metrics.clone(),
+        registry,
+        &recorded,
+    ));
+    let slot = levers.root.clone();
+    if let Some(c) = &config.control {
+        let key = control::command::Key::load(&c.key_file).map_err(crate::Error::Invalid)?;
+        let link = Arc::new(crate::metrics::LinkCell::default());
+        shared.amqp_link = Some(link.clone());
+        services = services.child(control::amqp::child_spec(levers.clone(), key, link));
     }
     let services = services
         .child(retention::child_spec(
@@ -300,21 +343,13 @@ pub fn root(
         // A camera escalates only after a tight restart loop; many cameras doing so means something systemic.
         .intensity(100, Duration::from_secs(60))
         .dynamic_children("cameras added at run time");
-    for cam in config.cameras.iter().filter(|c| c.enabled) {
-        let rt = capture::CameraRuntime::new(
-            config,
-            cam,
-            catalog.clone(),
-            wake.clone(),
-            &board,
-            metrics.clone(),
-        );
-        let spec = capture::camera_spec(config, Arc::new(rt));
-        cameras = cameras.child(ChildSpec::supervisor(spec));
+    for cam in &recorded {
+        cameras = cameras.child(levers.camera_child(cam));
     }
-    Ok(tuned(SupervisorSpec::new("root"), config)
+    let root = tuned(SupervisorSpec::new("root"), config)
         .child(ChildSpec::supervisor(services))
-        .child(ChildSpec::supervisor(cameras)))
+        .child(ChildSpec::supervisor(cameras));
+    Ok((root, slot))
 }
 
 #[cfg(test)]

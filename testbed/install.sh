@@ -9,7 +9,8 @@
 #            ${VIGIL_CACHE_DIR:-$HOME/.cache/vigil}/secantusdb-0.7.0b3/ (marker file .complete)
 #     nginx  nginx-light (binary only), openssl, curl, wrk
 #     prometheus  Prometheus 2.42 and promtool (binary only; the package's own service is kept from starting)
-#   Later: rabbitmq.
+#     rabbitmq  RabbitMQ 3.10 (AMQP 0-9-1 broker; the package's own service is kept from starting: it would
+#            listen on every interface. up.sh and the tests start it loopback-only.)
 #
 # The caches live outside the clone (CI clones afresh every run) and are reused when complete.
 # Each component is one function `install_<name>`. apt-get update runs at most once, and only
@@ -18,7 +19,7 @@
 set -euo pipefail
 
 export DEBIAN_FRONTEND=noninteractive
-ALL_COMPONENTS=(ffmpeg camera ipfs mongo nginx prometheus)
+ALL_COMPONENTS=(ffmpeg camera ipfs mongo nginx prometheus rabbitmq)
 
 log() { printf '[install] %s\n' "$*" >&2; }
 die() { printf '[install] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -151,6 +152,33 @@ install_prometheus() {
     fi
     command -v prometheus >/dev/null || die "prometheus missing after apt-get install prometheus"
     command -v promtool >/dev/null || die "promtool missing after apt-get install prometheus"
+}
+
+# Install packages whose maintainer scripts would start a system-wide service: a policy-rc.d that says no
+# (removed afterwards if it was ours), then stop and disable a service that runs anyway.
+apt_install_quiet_service() {
+    local service=$1 policy=/usr/sbin/policy-rc.d placed=0
+    shift
+    if [[ $(missing_pkgs "$@") ]]; then
+        if [[ ! -e $policy ]]; then
+            printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+            $SUDO chmod 755 "$policy"
+            placed=1
+        fi
+        apt_install "$@" || { ((placed)) && $SUDO rm -f "$policy"; die "apt-get install $* failed"; }
+        ((placed)) && $SUDO rm -f "$policy"
+    fi
+    if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$service" 2>/dev/null; then
+        $SUDO systemctl stop "$service" || true
+        $SUDO systemctl disable "$service" >/dev/null 2>&1 || true
+    fi
+}
+
+install_rabbitmq() {
+    apt_install_quiet_service rabbitmq-server rabbitmq-server
+    [[ -x /usr/lib/rabbitmq/bin/rabbitmq-server || -n $(command -v rabbitmq-server) ]] ||
+        die "rabbitmq-server missing after apt-get install rabbitmq-server"
+    command -v epmd >/dev/null || [[ -x /usr/bin/epmd ]] || die "epmd (erlang) missing after installing rabbitmq-server"
 }
 
 install_mongo() {

@@ -22,7 +22,9 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use crate::error::{Error, Result};
 
+mod control;
 mod users;
+pub use control::{CommandOutcome, ControlCamera, ControlChange};
 pub use users::{ApiToken, AuditEntry, Role, StoredSession, User};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
@@ -197,6 +199,32 @@ const MIGRATIONS: &[&str] = &[
         node       TEXT    NOT NULL,
         at_ms      INTEGER NOT NULL,
         PRIMARY KEY (segment_id, node)
+    ) WITHOUT ROWID;",
+    // 7: the control plane. `control_commands` remembers every signed command for this node by id (within the
+    // replay window, then pruned) with its outcome, so a command delivered twice is applied once and answered
+    // the same; `control_cameras` is the camera state applied by commands (spec = the camera's settings as
+    // JSON, with its credentials: the catalog lives in the private data folder), merged over the config file
+    // at start; `control_meta` holds applied node settings (roles).
+    "CREATE TABLE control_commands (
+        id          TEXT    PRIMARY KEY,
+        kind        TEXT    NOT NULL,
+        received_ms INTEGER NOT NULL,
+        ok          INTEGER NOT NULL,
+        reason      TEXT,
+        detail      TEXT,
+        result      TEXT
+    ) WITHOUT ROWID;
+    CREATE INDEX control_commands_received ON control_commands (received_ms);
+    CREATE TABLE control_cameras (
+        id         TEXT    PRIMARY KEY,
+        state      TEXT    NOT NULL CHECK (state IN ('active', 'removed')),
+        spec       TEXT    NOT NULL,
+        command_id TEXT    NOT NULL,
+        at_ms      INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE control_meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
     ) WITHOUT ROWID;",
 ];
 

@@ -240,6 +240,7 @@ pub async fn camera_scope(
         state
             .cameras
             .get(&id)
+            .as_ref()
             .is_some_and(|c| p.is_some_and(|p| p.may_see(&c.id, &c.factory_id)))
     };
     if !allowed {

@@ -56,7 +56,8 @@ fn snapshot(state: &State) -> Snapshot {
     let age = |ms: Option<i64>| ms.map(|t| ((now_ms - t) as f64 / 1000.0).max(0.0));
     let cameras = state
         .cameras
-        .values()
+        .list()
+        .iter()
         .filter(|c| c.kind == "local")
         .map(|c| {
             let s = state.board.get(&c.id);
@@ -90,6 +91,9 @@ fn snapshot(state: &State) -> Snapshot {
     }
     if let Some(l) = &state.index_link {
         links.push(("mongodb", l.is_up()));
+    }
+    if let Some(l) = &state.amqp_link {
+        links.push(("amqp", l.is_up()));
     }
     let disk = crate::retention::disk_space(&state.data_dir).ok();
     let ratio = |s: &crate::config::Space| {

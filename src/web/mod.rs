@@ -60,12 +60,86 @@ impl CameraInfo {
     }
 }
 
+/// The cameras this node serves (recorded here, mirrored or remote), read by every camera route and changed at
+/// run time by the control plane. Lookups clone a small record under a read lock.
+#[derive(Debug, Default)]
+pub struct Registry(std::sync::RwLock<BTreeMap<String, CameraInfo>>);
+
+impl Registry {
+    /// The registry of `config`'s cameras.
+    pub fn of(config: &Config) -> Registry {
+        let r = Registry::default();
+        for c in &config.cameras {
+            r.put_local(c);
+        }
+        for c in &config.remote_cameras {
+            r.put(CameraInfo {
+                id: c.id.clone(),
+                factory_id: c.factory_id.clone(),
+                target_duration: u64::from(c.target_duration.unwrap_or(2)),
+                kind: if c.mirror { "mirror" } else { "remote" },
+            });
+        }
+        r
+    }
+
+    /// Serve a camera recorded here (added, or changed: its playlists follow the new settings).
+    pub fn put_local(&self, c: &crate::config::CameraConfig) {
+        self.put(CameraInfo {
+            id: c.id.clone(),
+            factory_id: c.factory_id.clone(),
+            target_duration: c.target_duration(),
+            kind: "local",
+        });
+    }
+
+    fn put(&self, info: CameraInfo) {
+        self.0
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(info.id.clone(), info);
+    }
+
+    /// Whether this node serves camera `id`.
+    pub fn contains(&self, id: &str) -> bool {
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(id)
+    }
+
+    /// `(id, factory_id, kind)` of every camera, in id order.
+    pub fn summary(&self) -> Vec<(String, String, &'static str)> {
+        self.list()
+            .into_iter()
+            .map(|c| (c.id, c.factory_id, c.kind))
+            .collect()
+    }
+
+    fn get(&self, id: &str) -> Option<CameraInfo> {
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    fn list(&self) -> Vec<CameraInfo> {
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+}
+
 struct State {
     node_id: String,
     auth: Arc<Auth>,
     started: Instant,
     catalog: Arc<Catalog>,
-    cameras: BTreeMap<String, CameraInfo>,
+    cameras: Arc<Registry>,
     board: Arc<Board>,
     data_dir: PathBuf,
     live_window: usize,
@@ -88,6 +162,7 @@ struct State {
     /// The IPFS API's and the index's links, when configured.
     ipfs_link: Option<crate::ipfs::link::Link>,
     index_link: Option<Arc<crate::metrics::LinkCell>>,
+    amqp_link: Option<Arc<crate::metrics::LinkCell>>,
     /// The free-space floors (`/metrics`).
     retention: crate::config::RetentionConfig,
 }
@@ -158,7 +233,8 @@ async fn pipeline(state: web::Data<State>, who: Principal) -> HttpResponse {
 async fn cameras(state: web::Data<State>, who: Principal) -> HttpResponse {
     let list: Vec<serde_json::Value> = state
         .cameras
-        .values()
+        .list()
+        .iter()
         .filter(|c| who.may_see(&c.id, &c.factory_id))
         .map(|c| {
             let status = state.board.get(&c.id);
@@ -234,14 +310,14 @@ fn unknown_camera(id: &str) -> HttpResponse {
 }
 
 /// The camera of a route in the `/cameras/{camera}` scope (whose guard already checked the user's scope).
-fn camera<'a>(state: &'a State, id: &str) -> Result<&'a CameraInfo, HttpResponse> {
+fn camera(state: &State, id: &str) -> Result<CameraInfo, HttpResponse> {
     state.cameras.get(id).ok_or_else(|| unknown_camera(id))
 }
 
 #[route("/live.m3u8", method = "GET", method = "HEAD")]
 async fn live(state: web::Data<State>, path: web::Path<String>) -> HttpResponse {
     let cam = match camera(&state, &path) {
-        Ok(c) => c.clone(),
+        Ok(c) => c,
         Err(r) => return r,
     };
     let (catalog, window) = (state.catalog.clone(), state.live_window);
@@ -301,7 +377,7 @@ async fn day(
     q: web::Query<DayQuery>,
 ) -> HttpResponse {
     let cam = match camera(&state, &path) {
-        Ok(c) => c.clone(),
+        Ok(c) => c,
         Err(r) => return r,
     };
     // Once: a request at midnight must not see two different days.
@@ -439,7 +515,7 @@ async fn spans(
     /// Segments closer than this are one stretch (a segment's end is its last frame's arrival).
     const GAP_MS: i64 = 1_500;
     let cam = match camera(&state, &path) {
-        Ok(c) => c.clone(),
+        Ok(c) => c,
         Err(r) => return r,
     };
     let date = match parse_date(&state, q.date.as_deref()) {
@@ -784,38 +860,12 @@ pub fn child_spec(
 ) -> ChildSpec {
     let listen = config.listen_addr();
     let assets = config.http.assets_dir.clone();
-    let remote = config.remote_cameras.iter().map(|c| {
-        (
-            c.id.clone(),
-            CameraInfo {
-                id: c.id.clone(),
-                factory_id: c.factory_id.clone(),
-                target_duration: u64::from(c.target_duration.unwrap_or(2)),
-                kind: if c.mirror { "mirror" } else { "remote" },
-            },
-        )
-    });
     let state = web::Data::new(State {
         node_id: config.node_id.clone(),
         auth,
         started: Instant::now(),
         catalog,
-        cameras: config
-            .cameras
-            .iter()
-            .map(|c| {
-                (
-                    c.id.clone(),
-                    CameraInfo {
-                        id: c.id.clone(),
-                        factory_id: c.factory_id.clone(),
-                        target_duration: c.target_duration(),
-                        kind: "local",
-                    },
-                )
-            })
-            .chain(remote)
-            .collect(),
+        cameras: shared.cameras.clone(),
         board,
         data_dir: config.data_dir.clone(),
         live_window: config.capture.live_window,
@@ -831,6 +881,7 @@ pub fn child_spec(
         metrics_token: config.metrics.bearer_token.clone(),
         ipfs_link: shared.ipfs_link,
         index_link: shared.index_link,
+        amqp_link: shared.amqp_link,
         retention: config.retention.clone(),
     });
     ChildSpec::worker("web", move |cx| {

@@ -43,7 +43,8 @@ pub(super) async fn mirror(state: web::Data<State>, who: Principal) -> HttpRespo
     };
     let ids: Vec<String> = state
         .cameras
-        .values()
+        .list()
+        .iter()
         .filter(|c| c.kind == "mirror")
         .map(|c| c.id.clone())
         .collect();

@@ -11,6 +11,7 @@ pub mod browser;
 pub mod cluster;
 pub mod nginx;
 pub mod prometheus;
+pub mod rabbitmq;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;

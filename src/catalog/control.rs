@@ -1,0 +1,216 @@
+//! The catalog's tables for the control plane: commands remembered by id with their outcome (idempotence
+//! across redeliveries and restarts, pruned after the replay window), the camera state applied by commands,
+//! and applied node settings. A command's outcome and its change are written in one transaction: after a
+//! crash a command is either applied and remembered, or neither.
+
+use rusqlite::{OptionalExtension, params};
+
+use super::{Catalog, now_ms};
+use crate::error::{Error, Result};
+
+/// How a command ended, as remembered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandOutcome {
+    pub kind: String,
+    pub ok: bool,
+    pub reason: Option<String>,
+    pub detail: Option<String>,
+    /// The reply's `result` (JSON), when the command produced one.
+    pub result: Option<String>,
+}
+
+/// A camera as commands left it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlCamera {
+    pub id: String,
+    /// `active` (recorded) or `removed` (stopped; its footage stays).
+    pub state: String,
+    /// The camera's settings as JSON (credentials included).
+    pub spec: String,
+    pub command_id: String,
+    pub at_ms: i64,
+}
+
+/// What applying a command changes besides remembering it.
+#[derive(Debug, Clone, Default)]
+pub struct ControlChange {
+    /// `(camera id, state, spec)`.
+    pub camera: Option<(String, String, String)>,
+    /// `(key, value)` of `control_meta`.
+    pub meta: Option<(String, String)>,
+}
+
+impl Catalog {
+    /// The remembered outcome of command `id`, if it was seen.
+    pub fn command_outcome(&self, id: &str) -> Result<Option<CommandOutcome>> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT kind, ok, reason, detail, result FROM control_commands WHERE id = ?1",
+                [id],
+                |r| {
+                    Ok(CommandOutcome {
+                        kind: r.get(0)?,
+                        ok: r.get(1)?,
+                        reason: r.get(2)?,
+                        detail: r.get(3)?,
+                        result: r.get(4)?,
+                    })
+                },
+            )
+            .optional()
+        })
+    }
+
+    /// Remember command `id` with its outcome and apply `change`, in one transaction; forget commands received
+    /// before `forget_before_ms` (they are outside the replay window: a resend is refused as stale anyway).
+    /// Returns false (and changes nothing) when `id` was already remembered.
+    pub fn record_command(
+        &self,
+        id: &str,
+        outcome: &CommandOutcome,
+        change: &ControlChange,
+        forget_before_ms: i64,
+    ) -> Result<bool> {
+        let mut w = self.writer();
+        let tx = w.transaction().map_err(Error::from_sql)?;
+        let now = now_ms();
+        let inserted = tx
+            .execute(
+                "INSERT OR IGNORE INTO control_commands (id, kind, received_ms, ok, reason, detail, result)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    id,
+                    outcome.kind,
+                    now,
+                    outcome.ok,
+                    outcome.reason,
+                    outcome.detail,
+                    outcome.result
+                ],
+            )
+            .map_err(Error::from_sql)?;
+        if inserted == 0 {
+            return Ok(false);
+        }
+        if let Some((camera, state, spec)) = &change.camera {
+            tx.execute(
+                "INSERT INTO control_cameras (id, state, spec, command_id, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (id) DO UPDATE SET state = ?2, spec = ?3, command_id = ?4, at_ms = ?5",
+                params![camera, state, spec, id, now],
+            )
+            .map_err(Error::from_sql)?;
+        }
+        if let Some((key, value)) = &change.meta {
+            tx.execute(
+                "INSERT INTO control_meta (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = ?2",
+                params![key, value],
+            )
+            .map_err(Error::from_sql)?;
+        }
+        // Bounded: at most the commands of one window are kept (indexed by received_ms).
+        tx.execute(
+            "DELETE FROM control_commands WHERE received_ms < ?1",
+            [forget_before_ms],
+        )
+        .map_err(Error::from_sql)?;
+        tx.commit().map_err(Error::from_sql)?;
+        Ok(true)
+    }
+
+    /// Every camera commands have touched.
+    pub fn control_cameras(&self) -> Result<Vec<ControlCamera>> {
+        self.read(|c| {
+            let mut st = c.prepare(
+                "SELECT id, state, spec, command_id, at_ms FROM control_cameras ORDER BY id",
+            )?;
+            let rows = st.query_map([], |r| {
+                Ok(ControlCamera {
+                    id: r.get(0)?,
+                    state: r.get(1)?,
+                    spec: r.get(2)?,
+                    command_id: r.get(3)?,
+                    at_ms: r.get(4)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// An applied node setting.
+    pub fn control_meta(&self, key: &str) -> Result<Option<String>> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT value FROM control_meta WHERE key = ?1",
+                [key],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+    }
+
+    /// How many commands are remembered (tests, status).
+    pub fn remembered_commands(&self) -> Result<i64> {
+        self.read(|c| c.query_row("SELECT COUNT(*) FROM control_commands", [], |r| r.get(0)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(kind: &str) -> CommandOutcome {
+        CommandOutcome {
+            kind: kind.into(),
+            ok: true,
+            reason: None,
+            detail: None,
+            result: None,
+        }
+    }
+
+    #[test]
+    fn a_command_is_remembered_once_with_its_change_and_old_ones_are_forgotten() {
+        let c = Catalog::in_memory().unwrap();
+        let change = ControlChange {
+            camera: Some(("cam9".into(), "active".into(), "{}".into())),
+            meta: Some(("roles".into(), "[\"capture\"]".into())),
+        };
+        assert!(
+            c.record_command("a", &ok("camera.add"), &change, 0)
+                .unwrap()
+        );
+        let again = ControlChange {
+            camera: Some(("cam9".into(), "removed".into(), "{}".into())),
+            meta: None,
+        };
+        assert!(!c.record_command("a", &ok("camera.add"), &again, 0).unwrap());
+        let cams = c.control_cameras().unwrap();
+        assert_eq!(
+            (cams[0].state.as_str(), cams[0].command_id.as_str()),
+            ("active", "a")
+        );
+        assert_eq!(c.command_outcome("a").unwrap(), Some(ok("camera.add")));
+        assert_eq!(
+            c.control_meta("roles").unwrap().as_deref(),
+            Some("[\"capture\"]")
+        );
+        // A later command prunes what was received before its cut-off.
+        assert!(
+            c.record_command(
+                "b",
+                &ok("node.status"),
+                &ControlChange::default(),
+                now_ms() + 1
+            )
+            .unwrap()
+        );
+        assert_eq!(c.command_outcome("a").unwrap(), None);
+        assert_eq!(c.remembered_commands().unwrap(), 0);
+        assert_eq!(
+            c.control_cameras().unwrap().len(),
+            1,
+            "camera state is kept"
+        );
+    }
+}

@@ -1,0 +1,435 @@
+//! The `control` child and the `vigil ctl` client, on AMQP 0-9-1 (lapin).
+//!
+//! Topology (declared idempotently by every node and by `vigil ctl`; `<p>` is `[control] prefix`):
+//! - `<p>.control`: direct exchange, durable; commands are published there with the target node id as routing key;
+//! - `<p>.node.<node_id>`: durable queue of one node, bound to `<p>.control` by its node id, dead-lettering to
+//!   `<p>.dlx`;
+//! - `<p>.dlx` → `<p>.dead`: fanout exchange and durable queue of refused commands (with RabbitMQ's
+//!   `x-death` header saying where they came from);
+//! - `<p>.events`: topic exchange, durable; `heartbeat.<node_id>` every `heartbeat_seconds`.
+//!
+//! A command is acknowledged only after it was applied (and its outcome stored) or refused: refused ones are
+//! rejected without requeue, which dead-letters them. Replies go to the command's `reply_to` with its
+//! `correlation_id`. A lost broker is not a failure of the child: it reconnects with capped, jittered
+//! exponential backoff and shows the link as down meanwhile (`vigil_link_up{link="amqp"}`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, BasicRejectOptions,
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use supervisors::{
+    Backoff, BackoffPolicy, ChildHandle, ChildSpec, Clock, ExitReason, FastRandJitter, Shutdown,
+};
+use tokio_util::sync::CancellationToken;
+
+use super::command::{self, Key};
+use super::{Levers, Reply};
+use crate::config::ControlConfig;
+use crate::error::{Error, Result};
+use crate::metrics::LinkCell;
+
+/// How long a connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn amqp_err(op: &'static str, e: impl std::fmt::Display) -> Error {
+    // lapin's messages name the host, never the URL's password.
+    Error::Control {
+        op,
+        message: crate::process::redact_url_passwords(&e.to_string()),
+    }
+}
+
+/// Connect to the broker at `url`, naming the connection `name` (shown in RabbitMQ's connection list).
+pub async fn connect(url: &str, name: &str) -> Result<Connection> {
+    let props =
+        ConnectionProperties::default().with_connection_name(LongString::from(name.to_string()));
+    match tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(url, props)).await {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => Err(amqp_err("connect", e)),
+        Err(_) => Err(amqp_err(
+            "connect",
+            format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
+        )),
+    }
+}
+
+/// Declare the shared part of the topology (exchanges and the dead-letter queue).
+pub async fn declare_shared(ch: &Channel, c: &ControlConfig) -> Result<()> {
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    for (name, kind) in [
+        (c.exchange(), ExchangeKind::Direct),
+        (c.events_exchange(), ExchangeKind::Topic),
+        (c.dead_letter_exchange(), ExchangeKind::Fanout),
+    ] {
+        ch.exchange_declare(name.as_str().into(), kind, durable, FieldTable::default())
+            .await
+            .map_err(|e| amqp_err("exchange.declare", e))?;
+    }
+    let dead = c.dead_letter_queue();
+    ch.queue_declare(
+        dead.as_str().into(),
+        QueueDeclareOptions::durable(),
+        FieldTable::default(),
+    )
+    .await
+    .map_err(|e| amqp_err("queue.declare", e))?;
+    ch.queue_bind(
+        dead.as_str().into(),
+        c.dead_letter_exchange().as_str().into(),
+        "".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .map_err(|e| amqp_err("queue.bind", e))?;
+    Ok(())
+}
+
+/// Declare node `node`'s queue (dead-lettering to `<p>.dlx`) and bind it to `<p>.control`.
+pub async fn declare_node_queue(ch: &Channel, c: &ControlConfig, node: &str) -> Result<String> {
+    let queue = c.node_queue(node);
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString(LongString::from(c.dead_letter_exchange())),
+    );
+    ch.queue_declare(queue.as_str().into(), QueueDeclareOptions::durable(), args)
+        .await
+        .map_err(|e| amqp_err("queue.declare", e))?;
+    ch.queue_bind(
+        queue.as_str().into(),
+        c.exchange().as_str().into(),
+        node.into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .map_err(|e| amqp_err("queue.bind", e))?;
+    Ok(queue)
+}
+
+fn json_props() -> BasicProperties {
+    BasicProperties::default()
+        .with_content_type(ShortString::from("application/json"))
+        // Persistent: a command or reply survives a broker restart in a durable queue.
+        .with_delivery_mode(2)
+}
+
+/// The `control` child of `services`.
+pub fn child_spec(levers: Arc<Levers>, key: Key, link: Arc<LinkCell>) -> ChildSpec {
+    let about = match &levers.config.control {
+        Some(c) => format!(
+            "control plane: signed commands from queue {} (AMQP), heartbeats on {}",
+            c.node_queue(&levers.config.node_id),
+            c.events_exchange()
+        ),
+        None => "control plane".into(),
+    };
+    ChildSpec::worker("control", move |cx| {
+        let stop = CancellationToken::new();
+        let run = run(
+            levers.clone(),
+            key.clone(),
+            link.clone(),
+            cx.clock(),
+            cx.path.clone(),
+            cx.exit.clone(),
+            stop.clone(),
+        );
+        Ok(ChildHandle::task(run, move || stop.cancel()))
+    })
+    .shutdown(Shutdown::Timeout(Duration::from_secs(5)))
+    .about(about)
+}
+
+async fn run(
+    levers: Arc<Levers>,
+    key: Key,
+    link: Arc<LinkCell>,
+    clock: Arc<dyn Clock>,
+    path: String,
+    exit: supervisors::ExitSlot,
+    stop: CancellationToken,
+) -> ExitReason {
+    let Some(config) = levers.config.control.clone() else {
+        return ExitReason::Normal;
+    };
+    let jitter = FastRandJitter::new();
+    let mut backoff = Backoff::new(BackoffPolicy {
+        initial: Duration::from_millis(500),
+        max: Duration::from_secs(30),
+        ..BackoffPolicy::default()
+    });
+    loop {
+        let ended = tokio::select! {
+            r = session(&levers, &key, &link, &config, &path, &exit, &mut backoff) => r,
+            _ = stop.cancelled() => {
+                link.set(false);
+                return ExitReason::Normal;
+            }
+        };
+        link.set(false);
+        let why = match ended {
+            Ok(()) => "the broker closed the connection".to_string(),
+            Err(e) => e.to_string(),
+        };
+        let (attempt, delay) = backoff.next_delay(&jitter);
+        tracing::warn!(actor = %path, attempt, delay_ms = delay.as_millis() as u64,
+            "control plane: {why}; connecting again after the delay (commands wait in the node's queue meanwhile)");
+        tokio::select! {
+            _ = clock.sleep(delay) => {}
+            _ = stop.cancelled() => return ExitReason::Normal,
+        }
+    }
+}
+
+/// One connection's life: declare, consume, answer, heartbeat. Returns when the connection ends.
+async fn session(
+    levers: &Arc<Levers>,
+    key: &Key,
+    link: &LinkCell,
+    config: &ControlConfig,
+    path: &str,
+    exit: &supervisors::ExitSlot,
+    backoff: &mut Backoff,
+) -> Result<()> {
+    let node = levers.config.node_id.clone();
+    let conn = connect(config.amqp_url.expose(), &format!("vigil {node}")).await?;
+    let ch = conn
+        .create_channel()
+        .await
+        .map_err(|e| amqp_err("channel.open", e))?;
+    ch.basic_qos(config.prefetch, BasicQosOptions::default())
+        .await
+        .map_err(|e| amqp_err("basic.qos", e))?;
+    declare_shared(&ch, config).await?;
+    let queue = declare_node_queue(&ch, config, &node).await?;
+    let mut consumer = ch
+        .basic_consume(
+            queue.as_str().into(),
+            format!("vigil-{node}").as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| amqp_err("basic.consume", e))?;
+    link.set(true);
+    backoff.reset();
+    exit.healthy();
+    tracing::info!(actor = %path, queue = %queue, "control plane connected; taking commands");
+    let events = config.events_exchange();
+    let heartbeat_key = format!("heartbeat.{node}");
+    let mut beat = tokio::time::interval(Duration::from_secs(u64::from(config.heartbeat_seconds)));
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let window_ms = i64::from(config.window_seconds) * 1000;
+    loop {
+        tokio::select! {
+            d = consumer.next() => {
+                let delivery = match d {
+                    Some(Ok(d)) => d,
+                    Some(Err(e)) => return Err(amqp_err("consume", e)),
+                    None => return Ok(()),
+                };
+                let now = chrono::Utc::now().timestamp_millis();
+                let started = std::time::Instant::now();
+                let reply = match command::check(&delivery.data, key, &node, now, window_ms) {
+                    Ok(cmd) => {
+                        let (id, kind) = (cmd.id.clone(), cmd.kind);
+                        let reply = levers.apply(cmd).await;
+                        if reply.ok {
+                            tracing::info!(actor = %path, command = %id, kind = kind.as_str(), duplicate = reply.duplicate,
+                                took_ms = started.elapsed().as_millis() as u64, "command applied: {}", reply.detail);
+                        } else {
+                            tracing::warn!(actor = %path, command = %id, kind = kind.as_str(), duplicate = reply.duplicate,
+                                reason = reply.reason.as_deref().unwrap_or(""), "command refused: {}; dead-lettered", reply.detail);
+                        }
+                        reply
+                    }
+                    Err((env, refusal)) => {
+                        levers.metrics.control_command(refusal.reason.as_str());
+                        tracing::warn!(actor = %path, command = env.id.as_deref().unwrap_or("?"),
+                            kind = env.kind.as_deref().map(|k| k.chars().take(40).collect::<String>()).unwrap_or_default(),
+                            reason = refusal.reason.as_str(), bytes = delivery.data.len(),
+                            "command refused: {}; dead-lettered", refusal.detail);
+                        super::refused(env.id, node.clone(), &refusal)
+                    }
+                };
+                if let Some(to) = delivery.properties.reply_to().clone() {
+                    let mut props = json_props().with_delivery_mode(1);
+                    if let Some(c) = delivery.properties.correlation_id().clone() {
+                        props = props.with_correlation_id(c);
+                    }
+                    let body = serde_json::to_vec(&reply).unwrap_or_default();
+                    ch.basic_publish("".into(), to, BasicPublishOptions::default(), &body, props)
+                        .await
+                        .map_err(|e| amqp_err("basic.publish (reply)", e))?;
+                }
+                if reply.ok {
+                    delivery.ack(BasicAckOptions::default()).await.map_err(|e| amqp_err("basic.ack", e))?;
+                } else {
+                    delivery
+                        .reject(BasicRejectOptions { requeue: false })
+                        .await
+                        .map_err(|e| amqp_err("basic.reject", e))?;
+                }
+            }
+            _ = beat.tick() => {
+                let status = {
+                    let l = levers.clone();
+                    tokio::task::spawn_blocking(move || l.status()).await.unwrap_or_default()
+                };
+                let body = serde_json::to_vec(&serde_json::json!({
+                    "type": "heartbeat",
+                    "at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                    "status": status,
+                })).unwrap_or_default();
+                ch.basic_publish(events.as_str().into(), heartbeat_key.as_str().into(), BasicPublishOptions::default(), &body,
+                    BasicProperties::default().with_content_type("application/json".into()))
+                    .await
+                    .map_err(|e| amqp_err("basic.publish (heartbeat)", e))?;
+            }
+        }
+    }
+}
+
+/// Publish a signed command `body` for `node` and wait up to `within` for its reply (`vigil ctl send`).
+pub async fn send(
+    config: &ControlConfig,
+    node: &str,
+    id: &str,
+    body: &[u8],
+    within: Duration,
+) -> Result<Reply> {
+    let conn = connect(config.amqp_url.expose(), "vigil ctl").await?;
+    let ch = conn
+        .create_channel()
+        .await
+        .map_err(|e| amqp_err("channel.open", e))?;
+    declare_shared(&ch, config).await?;
+    // The node's queue too: a command sent before the node first connected waits for it there.
+    declare_node_queue(&ch, config, node).await?;
+    let reply_queue = ch
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| amqp_err("queue.declare (replies)", e))?;
+    let mut replies = ch
+        .basic_consume(
+            reply_queue.name().clone(),
+            "vigil-ctl".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| amqp_err("basic.consume (replies)", e))?;
+    ch.basic_publish(
+        config.exchange().as_str().into(),
+        node.into(),
+        BasicPublishOptions::default(),
+        body,
+        json_props()
+            .with_reply_to(reply_queue.name().clone())
+            .with_correlation_id(id.into()),
+    )
+    .await
+    .map_err(|e| amqp_err("basic.publish", e))?;
+    let wait = async {
+        while let Some(d) = replies.next().await {
+            let d = d.map_err(|e| amqp_err("consume (replies)", e))?;
+            if d.properties.correlation_id().as_ref().map(|c| c.as_str()) != Some(id) {
+                continue;
+            }
+            return serde_json::from_slice::<Reply>(&d.data)
+                .map_err(|e| amqp_err("reply", format!("not a vigil reply: {e}")));
+        }
+        Err(amqp_err("reply", "the broker closed the reply queue"))
+    };
+    let r = tokio::time::timeout(within, wait).await.map_err(|_| {
+        amqp_err(
+            "reply",
+            format!(
+                "no reply from node {node:?} within {} s (is it running with [control]? the command waits in {} until it is)",
+                within.as_secs(),
+                config.node_queue(node)
+            ),
+        )
+    })?;
+    let _ = conn.close(200, "done".into()).await;
+    r
+}
+
+/// Collect the heartbeats published within `within` (`vigil ctl status`): the newest per node.
+pub async fn heartbeats(
+    config: &ControlConfig,
+    within: Duration,
+) -> Result<std::collections::BTreeMap<String, serde_json::Value>> {
+    let conn = connect(config.amqp_url.expose(), "vigil ctl status").await?;
+    let ch = conn
+        .create_channel()
+        .await
+        .map_err(|e| amqp_err("channel.open", e))?;
+    declare_shared(&ch, config).await?;
+    let q = ch
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| amqp_err("queue.declare", e))?;
+    ch.queue_bind(
+        q.name().clone(),
+        config.events_exchange().as_str().into(),
+        "heartbeat.*".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .map_err(|e| amqp_err("queue.bind", e))?;
+    let mut c = ch
+        .basic_consume(
+            q.name().clone(),
+            "vigil-ctl-status".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| amqp_err("basic.consume", e))?;
+    let mut seen = std::collections::BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + within;
+    while let Ok(Some(Ok(d))) = tokio::time::timeout_at(deadline, c.next()).await {
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&d.data)
+            && let Some(node) = v["status"]["node"].as_str()
+        {
+            seen.insert(node.to_string(), v["status"].clone());
+        }
+    }
+    let _ = conn.close(200, "done".into()).await;
+    Ok(seen)
+}

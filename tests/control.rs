@@ -1,0 +1,430 @@
+//! The control plane on a real RabbitMQ (a private broker per test, loopback only) with real vigil, ffmpeg and
+//! the simulated camera: `vigil ctl` adds, changes and removes cameras at run time, the state survives a
+//! restart, redeliveries are applied once, a corpus of bad commands is refused with reasons and dead-lettered
+//! without changing anything or leaking a secret, and a broker restart mid-stream loses no command and applies
+//! none twice. Needs `testbed/install.sh` (rabbitmq, ffmpeg, camera); FAILS without.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::rabbitmq::{Broker, drain};
+use support::*;
+use vigil::control::command::{Draft, Key, Private};
+
+const SECRET: &str = "Sup3rSecretPw";
+
+struct Node {
+    _dir: tempfile::TempDir,
+    config: PathBuf,
+    data: PathBuf,
+    key: PathBuf,
+}
+
+fn node(broker: &Broker, extra: &str) -> Node {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let key = dir.path().join("fleet.key");
+    let out = Command::new(VIGIL)
+        .args(["ctl", "keygen"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = config(
+        &data,
+        &[],
+        &format!(
+            "[control]\namqp_url = \"{}\"\nkey_file = \"{}\"\nheartbeat_seconds = 1\n{extra}",
+            broker.url(),
+            key.display()
+        ),
+    );
+    let config = dir.path().join("vigil.toml");
+    std::fs::write(&config, text).unwrap();
+    Node {
+        _dir: dir,
+        config,
+        data,
+        key,
+    }
+}
+
+/// `vigil ctl ARGS --config CONFIG` with `stdin`: exit code and what it printed.
+fn ctl(config: &Path, args: &[&str], stdin: &str) -> (i32, String) {
+    use std::io::Write as _;
+    let mut child = Command::new(VIGIL)
+        .arg("ctl")
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn reply(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not a reply ({e}): {text}"))
+}
+
+fn segments(data: &Path, cam: &str) -> usize {
+    catalog(data)
+        .count(Some(cam))
+        .map(|n| n as usize)
+        .unwrap_or(0)
+}
+
+fn connected(v: &mut Vigil) {
+    v.expect_line("control plane connected", Duration::from_secs(30));
+}
+
+fn add_camera(n: &Node, cam: &Camera, id: &str, mount: usize) -> (i32, String) {
+    // The simulator's URL with its credentials taken out: they go in the private part.
+    let url = cam.url(mount).replace(&format!("user:{SECRET}@"), "");
+    ctl(
+        &n.config,
+        &[
+            "camera",
+            "add",
+            "--node",
+            "test",
+            "--id",
+            id,
+            "--factory",
+            "factory-a",
+            "--url",
+            &url,
+            "--username",
+            "user",
+            "--password-stdin",
+        ],
+        &format!("{SECRET}\n"),
+    )
+}
+
+#[test]
+fn commands_add_change_and_remove_cameras_and_the_state_survives_a_restart() {
+    let broker = Broker::start();
+    let cam = Camera::start_with(2, &["--auth", &format!("user:{SECRET}")]);
+    let n = node(&broker, "");
+    let mut v = Vigil::start(&n.config);
+    connected(&mut v);
+    assert_eq!(v.get("/api/cameras").text(), "[]");
+
+    // camera.add → it records within seconds.
+    let t0 = Instant::now();
+    let (code, out) = add_camera(&n, &cam, "cam1", 1);
+    assert_eq!(code, 0, "{out}");
+    let r = reply(&out);
+    assert_eq!(r["ok"], true, "{out}");
+    let round_trip = t0.elapsed();
+    let first = wait_until(
+        "cam1's first finished segment",
+        Duration::from_secs(30),
+        || segments(&n.data, "cam1") >= 1,
+    );
+    figure(
+        "control",
+        &format!(
+            "camera.add by command: reply after {} ms, first finished segment {:.1} s after sending",
+            round_trip.as_millis(),
+            (round_trip + first).as_secs_f64()
+        ),
+    );
+    assert!(v.get("/api/cameras").text().contains("\"cam1\""));
+    assert_eq!(ffmpeg_under(&n.data.join("cam1")).len(), 1);
+
+    // The same signed command again (a redelivery): answered from memory, applied once.
+    let key = Key::load(&n.key).unwrap();
+    let mut public = serde_json::Map::new();
+    public.insert(
+        "camera".into(),
+        serde_json::json!({"id": "cam2", "factory_id": "factory-a",
+            "url": cam.url(2).replace(&format!("user:{SECRET}@"), "")}),
+    );
+    let mut private = Private::default();
+    private.insert("username", "user");
+    private.insert("password", SECRET);
+    let draft = Draft {
+        id: "add-cam2-once".into(),
+        kind: "camera.add".into(),
+        node: "test".into(),
+        issued_at: chrono::Utc::now().to_rfc3339(),
+        public,
+        private,
+    };
+    let signed = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(signed.path(), draft.sign(&key)).unwrap();
+    let path = signed.path().to_str().unwrap();
+    let (code, out) = ctl(&n.config, &["send", "--raw", "--node", "test", path], "");
+    assert_eq!(
+        (code, reply(&out)["duplicate"].clone()),
+        (0, false.into()),
+        "{out}"
+    );
+    let (code, out) = ctl(&n.config, &["send", "--raw", "--node", "test", path], "");
+    let r = reply(&out);
+    assert_eq!(
+        (code, r["ok"].clone(), r["duplicate"].clone()),
+        (0, true.into(), true.into()),
+        "{out}"
+    );
+    wait_until("cam2 recording", Duration::from_secs(30), || {
+        segments(&n.data, "cam2") >= 1
+    });
+    assert_eq!(ffmpeg_under(&n.data.join("cam2")).len(), 1, "applied once");
+
+    // camera.add of a camera that exists: a conflict, nothing changes.
+    let (code, out) = add_camera(&n, &cam, "cam1", 1);
+    assert_eq!(
+        (code, reply(&out)["reason"].clone()),
+        (1, "conflict".into()),
+        "{out}"
+    );
+
+    // camera.remove → ffmpeg gone, the footage stays served.
+    let before = segments(&n.data, "cam1");
+    let (code, out) = ctl(
+        &n.config,
+        &["camera", "remove", "--node", "test", "--id", "cam1"],
+        "",
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        ffmpeg_under(&n.data.join("cam1")).is_empty(),
+        "no ffmpeg left"
+    );
+    let after = segments(&n.data, "cam1");
+    assert!(after >= before, "{before} → {after}");
+    let day = v.get("/cameras/cam1/day.m3u8");
+    assert_eq!(day.status, 200, "{}", day.text());
+    assert!(day.text().contains(".ts"), "{}", day.text());
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(segments(&n.data, "cam1"), after, "cam1 no longer records");
+
+    // node.status answers with the node's cameras.
+    let status = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(status.path(), r#"{"kind": "node.status", "node": "test"}"#).unwrap();
+    let (code, out) = ctl(&n.config, &["send", status.path().to_str().unwrap()], "");
+    assert_eq!(code, 0, "{out}");
+    let s = reply(&out);
+    let cams: Vec<(String, bool)> = s["result"]["cameras"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["id"].as_str().unwrap().to_string(),
+                c["recorded_here"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        cams,
+        [("cam1".to_string(), false), ("cam2".to_string(), true)],
+        "{out}"
+    );
+
+    // Heartbeats: `vigil ctl status` lists the node and its cameras.
+    let (code, out) = ctl(&n.config, &["status", "--wait", "3"], "");
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("test  version") && out.contains("cam2"),
+        "{out}"
+    );
+
+    // A restart keeps what commands did: cam2 records, cam1 does not, and cam1's footage is still served.
+    v.stop();
+    let mut v = Vigil::start(&n.config);
+    connected(&mut v);
+    let cam2_before = segments(&n.data, "cam2");
+    wait_until(
+        "cam2 recording after the restart",
+        Duration::from_secs(30),
+        || segments(&n.data, "cam2") > cam2_before,
+    );
+    assert!(ffmpeg_under(&n.data.join("cam1")).is_empty());
+    assert_eq!(v.get("/cameras/cam1/day.m3u8").status, 200);
+
+    // No secret in the log, in a reply or in the status.
+    let log = v.log();
+    assert!(
+        !log.contains(SECRET),
+        "the camera password leaked into the log"
+    );
+    assert!(!out.contains(SECRET) && !s.to_string().contains(SECRET));
+    v.stop();
+    let all: String = [v.seen.join("\n")].concat();
+    assert!(!all.contains(SECRET));
+}
+
+#[test]
+fn bad_commands_are_refused_with_a_reason_dead_lettered_and_change_nothing() {
+    let broker = Broker::start();
+    let n = node(&broker, "");
+    let mut v = Vigil::start(&n.config);
+    connected(&mut v);
+    let key = Key::load(&n.key).unwrap();
+    let other = Key::from_file_bytes(&[b'k'; 32]).unwrap();
+    let now = chrono::Utc::now();
+    let draft = |id: &str, kind: &str, node: &str, public: serde_json::Value| {
+        let mut private = Private::default();
+        private.insert("password", SECRET);
+        Draft {
+            id: id.into(),
+            kind: kind.into(),
+            node: node.into(),
+            issued_at: now.to_rfc3339(),
+            public: public.as_object().cloned().unwrap_or_default(),
+            private,
+        }
+    };
+    let cam = |id: &str| serde_json::json!({"camera": {"id": id, "factory_id": "f", "url": "rtsp://127.0.0.1:9/x"}});
+    let mut corpus: Vec<(&str, Vec<u8>, &str)> = Vec::new();
+    corpus.push(("malformed", b"{\"kind\": ".to_vec(), "malformed"));
+    corpus.push(("not an object", b"[\"camera.add\"]".to_vec(), "malformed"));
+    let mut unsigned: serde_json::Value =
+        serde_json::from_slice(&draft("u1", "camera.add", "test", cam("c1")).sign(&key)).unwrap();
+    unsigned.as_object_mut().unwrap().remove("signature");
+    corpus.push((
+        "unsigned",
+        serde_json::to_vec(&unsigned).unwrap(),
+        "unsigned",
+    ));
+    corpus.push((
+        "forged (another key)",
+        draft("f1", "camera.add", "test", cam("c2")).sign(&other),
+        "forged",
+    ));
+    let mut tampered: serde_json::Value =
+        serde_json::from_slice(&draft("f2", "camera.add", "test", cam("c3")).sign(&key)).unwrap();
+    tampered["public"]["camera"]["url"] = "rtsp://198.51.100.7/steal".into();
+    corpus.push(("tampered", serde_json::to_vec(&tampered).unwrap(), "forged"));
+    let mut old = draft("r1", "camera.add", "test", cam("c4"));
+    old.issued_at = (now - chrono::Duration::minutes(30)).to_rfc3339();
+    corpus.push(("replayed (30 min old)", old.sign(&key), "stale"));
+    corpus.push((
+        "wrong node",
+        draft("w1", "camera.add", "elsewhere", cam("c5")).sign(&key),
+        "wrong_node",
+    ));
+    corpus.push((
+        "unknown kind",
+        draft("k1", "camera.explode", "test", cam("c6")).sign(&key),
+        "unknown_kind",
+    ));
+    let mut big = draft("o1", "camera.add", "test", cam("c7"));
+    big.public.insert("pad".into(), "x".repeat(70_000).into());
+    corpus.push(("oversize", big.sign(&key), "oversize"));
+    corpus.push((
+        "invalid camera id",
+        draft("i1", "camera.add", "test", cam("../etc")).sign(&key),
+        "invalid",
+    ));
+    corpus.push((
+        "credentials in the public URL",
+        draft(
+            "i2",
+            "camera.add",
+            "test",
+            serde_json::json!({"camera": {"id": "c8", "factory_id": "f",
+                "url": format!("rtsp://admin:{SECRET}@127.0.0.1:9/x")}}),
+        )
+        .sign(&key),
+        "invalid",
+    ));
+    corpus.push((
+        "remove an unknown camera",
+        Draft {
+            private: Private::default(),
+            ..draft(
+                "x1",
+                "camera.remove",
+                "test",
+                serde_json::json!({"camera_id": "ghost"}),
+            )
+        }
+        .sign(&key),
+        "conflict",
+    ));
+    let mut applied = 0;
+    for (name, body, want) in &corpus {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), body).unwrap();
+        let (code, out) = ctl(
+            &n.config,
+            &[
+                "send",
+                "--raw",
+                "--node",
+                "test",
+                f.path().to_str().unwrap(),
+            ],
+            "",
+        );
+        let r = reply(&out);
+        if r["ok"] == true {
+            applied += 1;
+        }
+        assert_eq!(code, 1, "{name}: {out}");
+        assert_eq!(r["reason"], *want, "{name}: {out}");
+        assert!(
+            !r["detail"].as_str().unwrap_or("").is_empty(),
+            "{name}: {out}"
+        );
+        assert!(
+            !out.contains(SECRET),
+            "{name}: the reply shows the secret: {out}"
+        );
+    }
+    assert_eq!(applied, 0);
+    assert_eq!(v.get("/api/cameras").text(), "[]", "nothing changed");
+    // Every refused command is in the dead-letter queue, with RabbitMQ's x-death saying where it came from.
+    let dead = drain(&broker.url(), "vigil.dead");
+    assert_eq!(
+        dead.len(),
+        corpus.len(),
+        "{:?}",
+        dead.iter().map(|d| d.1.clone()).collect::<Vec<_>>()
+    );
+    for (body, headers) in &dead {
+        assert!(
+            headers.contains("x-first-death-queue=vigil.node.test")
+                && headers.contains("x-first-death-reason=rejected"),
+            "{headers}"
+        );
+        assert!(corpus.iter().any(|(_, b, _)| b == body));
+    }
+    v.stop();
+    let log = v.seen.join("\n");
+    assert!(!log.contains(SECRET), "a secret reached the log");
+    let refused = log.matches("command refused").count();
+    assert_eq!(refused, corpus.len(), "{log}");
+    figure(
+        "control",
+        &format!(
+            "bad commands: {} sent, 0 applied, {} dead-lettered, each answered with its reason",
+            corpus.len(),
+            dead.len()
+        ),
+    );
+}
