@@ -376,6 +376,10 @@ pub struct ControlConfig {
     /// How many unacknowledged commands the broker hands this node at once.
     #[serde(default = "default_prefetch")]
     pub prefetch: u16,
+    /// The roles to play until a node.configure command says otherwise (capture, storage, distributor,
+    /// transcoder); default: every role this config makes possible.
+    #[serde(default)]
+    pub roles: Option<Vec<String>>,
 }
 
 fn default_control_prefix() -> String {
@@ -1026,6 +1030,14 @@ impl Config {
                     "control.heartbeat_seconds".into(),
                     format!("must be between 1 and 3600, got {}", c.heartbeat_seconds),
                 );
+            }
+            for r in c.roles.iter().flatten() {
+                if !["capture", "storage", "distributor", "transcoder"].contains(&r.as_str()) {
+                    bad(
+                        "control.roles".into(),
+                        format!("unknown role {r:?} (capture, storage, distributor, transcoder)"),
+                    );
+                }
             }
             if !(1..=1000).contains(&c.prefetch) {
                 bad(

@@ -37,6 +37,7 @@ fn control_config(
             window_seconds: 300,
             heartbeat_seconds: 10,
             prefetch: 4,
+            roles: None,
         },
         (None, _, _) => {
             return Err(match config {

@@ -18,6 +18,7 @@ pub mod playlists;
 pub mod process;
 pub mod retention;
 pub mod service;
+pub mod transcode;
 pub mod tree;
 pub mod verify;
 pub mod web;

@@ -387,6 +387,7 @@ impl Metrics {
                 "index" => "indexed",
                 "publish" => "published",
                 "mirror" => "mirrored",
+                "transcode" => "transcoded",
                 other => other,
             },
         };

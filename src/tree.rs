@@ -307,7 +307,21 @@ pub fn root_with_slot(
         amqp_link: None,
         cameras: registry.clone(),
     };
+    let roles = control::initial_roles(config, &catalog)?;
+    let jobs = control::initial_jobs(config, &catalog)?;
+    if !roles.contains(&"distributor") {
+        for c in config.remote_cameras.iter().filter(|c| !c.mirror) {
+            registry.remove(&c.id);
+        }
+    }
+    let mut mirror_spec = None;
     for child in pipeline_children(config, &catalog, &wake, &mut shared)? {
+        if child.id() == "mirror" {
+            mirror_spec = Some(child.clone());
+            if !roles.contains(&"storage") {
+                continue;
+            }
+        }
         services = services.child(child);
     }
     let levers = Arc::new(control::Levers::new(
@@ -317,8 +331,32 @@ pub fn root_with_slot(
         board.clone(),
         metrics.clone(),
         registry,
-        &recorded,
+        control::Initial {
+            recorded: recorded.clone(),
+            roles: roles.clone(),
+            jobs,
+        },
     ));
+    if let Some(m) = mirror_spec {
+        levers.set_role_child("storage", m);
+    }
+    if let Some(kubo) = &shared.kubo {
+        let spec = crate::transcode::child_spec(Arc::new(crate::transcode::Deps {
+            jobs: levers.jobs.clone(),
+            catalog: catalog.clone(),
+            index: shared.index.clone(),
+            kubo: kubo.clone(),
+            data_dir: config.data_dir.clone(),
+            node_id: config.node_id.clone(),
+            ffmpeg: config.capture.ffmpeg.clone(),
+            metrics: metrics.clone(),
+        }));
+        levers.set_role_child("transcoder", spec.clone());
+        // Only where the control plane can give it jobs.
+        if config.control.is_some() && roles.contains(&"transcoder") {
+            services = services.child(spec);
+        }
+    }
     let slot = levers.root.clone();
     if let Some(c) = &config.control {
         let key = control::command::Key::load(&c.key_file).map_err(crate::Error::Invalid)?;
@@ -343,8 +381,10 @@ pub fn root_with_slot(
         // A camera escalates only after a tight restart loop; many cameras doing so means something systemic.
         .intensity(100, Duration::from_secs(60))
         .dynamic_children("cameras added at run time");
-    for cam in &recorded {
-        cameras = cameras.child(levers.camera_child(cam));
+    if roles.contains(&"capture") {
+        for cam in &recorded {
+            cameras = cameras.child(levers.camera_child(cam));
+        }
     }
     let root = tuned(SupervisorSpec::new("root"), config)
         .child(ChildSpec::supervisor(services))

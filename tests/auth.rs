@@ -150,8 +150,14 @@ fn url_of(pattern: &str, camera: &str, segment: i64) -> String {
     } else {
         format!("{segment}.ts")
     };
-    let path = pattern.replace("{camera}", camera).replace("{file}", &file);
-    if path.ends_with("/vod.m3u8") || path.ends_with("/download") || path.ends_with("/index.json") {
+    let path = pattern
+        .replace("{camera}", camera)
+        .replace("{file}", &file)
+        .replace("{rendition}", "low");
+    if path.ends_with(".m3u8") && !path.ends_with("/live.m3u8") && !path.ends_with("/day.m3u8")
+        || path.ends_with("/download")
+        || path.ends_with("/index.json")
+    {
         format!("{path}?from={from}&to={to}")
     } else if path == "/assets/{file}" || path.starts_with("/assets/") {
         "/assets/hls.min.js".to_string()
@@ -173,6 +179,37 @@ fn every_route_refuses_strangers_and_keeps_clients_to_their_own_cameras() {
     for id in segs.values() {
         catalog
             .mark(vigil::catalog::Stage::Pin, *id, Some(&fake_cid(*id)))
+            .unwrap();
+    }
+    // A transcoded rendition ("low") of each camera's newest segment, for the master and variant routes.
+    for (cam, id) in &segs {
+        let s = catalog
+            .all(cam)
+            .unwrap()
+            .into_iter()
+            .find(|s| s.id == *id)
+            .unwrap();
+        catalog
+            .put_variant(&vigil::index::VariantDoc {
+                id: format!("{cam}/{}/{}/low", s.session, s.seq),
+                variant_of: format!("{cam}/{}/{}", s.session, s.seq),
+                source_cid: fake_cid(*id),
+                rendition: "low".into(),
+                width: 320,
+                height: 180,
+                video_kbps: 200,
+                cid: fake_cid(*id + 1_000_000),
+                factory_id: s.factory.clone(),
+                device_id: cam.to_string(),
+                session: s.session.clone(),
+                seq: s.seq,
+                start_ms: s.start_ms,
+                end_ms: s.start_ms + s.duration_ms,
+                duration_ms: s.duration_ms,
+                bytes: s.bytes,
+                job_id: "j".into(),
+                node_id: "test".into(),
+            })
             .unwrap();
     }
 

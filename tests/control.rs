@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use support::bed::Bed;
+use support::browser::{browser_check, node_modules};
 use support::rabbitmq::{Broker, drain};
 use support::*;
 use vigil::control::command::{Draft, Key, Private};
@@ -24,6 +26,11 @@ struct Node {
 }
 
 fn node(broker: &Broker, extra: &str) -> Node {
+    node_with(broker, &[], "", extra)
+}
+
+/// A node recording `cameras`, with `top` (tables before [control]) and `extra` (keys of [control]).
+fn node_with(broker: &Broker, cameras: &[(&str, String)], top: &str, extra: &str) -> Node {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let key = dir.path().join("fleet.key");
@@ -35,9 +42,9 @@ fn node(broker: &Broker, extra: &str) -> Node {
     assert!(out.status.success(), "{out:?}");
     let text = config(
         &data,
-        &[],
+        cameras,
         &format!(
-            "[control]\namqp_url = \"{}\"\nkey_file = \"{}\"\nheartbeat_seconds = 1\n{extra}",
+            "{top}[control]\namqp_url = \"{}\"\nkey_file = \"{}\"\nheartbeat_seconds = 1\n{extra}",
             broker.url(),
             key.display()
         ),
@@ -601,5 +608,298 @@ fn command_round_trip_figures() {
             p(0.99).as_secs_f64() * 1000.0
         ),
     );
+    v.stop();
+}
+
+/// Width and height of the first video stream of `file`.
+fn video_size(file: &Path) -> (u32, u32) {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=width,height",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    // mpegts lists the stream under its program too: the first line is enough.
+    let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    let mut it = first
+        .trim()
+        .split(',')
+        .map(|v| v.parse::<u32>().unwrap_or(0));
+    (it.next().unwrap_or(0), it.next().unwrap_or(0))
+}
+
+fn send_json(n: &Node, body: serde_json::Value) -> (i32, serde_json::Value) {
+    let f = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(f.path(), body.to_string()).unwrap();
+    let (code, out) = ctl(&n.config, &["send", f.path().to_str().unwrap()], "");
+    (code, reply(&out))
+}
+
+fn metric(v: &Vigil, name: &str) -> Option<f64> {
+    v.get("/metrics")
+        .text()
+        .lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|x| x.parse().ok())
+}
+
+#[test]
+fn a_transcoder_job_makes_renditions_that_play_in_chromium_and_roles_switch_at_run_time() {
+    let broker = Broker::start();
+    let bed = Bed::start(&["ipfs-a"]);
+    let cam = Camera::start(1);
+    let modules = node_modules();
+    let n = node_with(
+        &broker,
+        &[("cam1", cam.url(1))],
+        &format!("[ipfs]\napi = \"{}\"\ntimeout_seconds = 20\n", bed.ipfs_a),
+        "",
+    );
+    // The player's hls.js.
+    let text = std::fs::read_to_string(&n.config).unwrap().replace(
+        "[http]\n",
+        &format!(
+            "[http]\nassets_dir = \"{}\"\n",
+            modules.join("hls.js/dist").display()
+        ),
+    );
+    std::fs::write(&n.config, text).unwrap();
+    let mut v = Vigil::start(&n.config);
+    connected(&mut v);
+    // Job events arrive on the events exchange.
+    // (A named queue outlives this connection: read later with another.)
+    rt().block_on(async {
+        use lapin::options::{QueueBindOptions, QueueDeclareOptions};
+        let conn =
+            lapin::Connection::connect(&broker.url(), lapin::ConnectionProperties::default())
+                .await
+                .unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        ch.queue_declare(
+            "test-events".into(),
+            QueueDeclareOptions::default(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+        ch.queue_bind(
+            "test-events".into(),
+            "vigil.events".into(),
+            "job.#".into(),
+            QueueBindOptions::default(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+        let _ = conn.close(200, "done".into()).await;
+    });
+    let c = catalog(&n.data);
+    wait_until(
+        "cam1 recording and distributed",
+        Duration::from_secs(40),
+        || c.count(Some("cam1")).unwrap() >= 1,
+    );
+    let ladder = serde_json::json!([
+        {"name": "low", "width": 160, "height": 90, "video_kbps": 150},
+        {"name": "mid", "width": 240, "height": 136, "video_kbps": 300},
+    ]);
+    let (code, r) = send_json(
+        &n,
+        serde_json::json!({"kind": "job.start", "node": "test",
+        "public": {"job_id": "j1", "camera": "cam1", "ladder": ladder}}),
+    );
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(metric(&v, "vigil_control_active_jobs"), Some(1.0));
+    let started = Instant::now();
+    wait_until(
+        "three transcoded segments in both renditions",
+        Duration::from_secs(90),
+        || {
+            let vs = c.variants("cam1", 0, i64::MAX).unwrap();
+            ["low", "mid"]
+                .iter()
+                .all(|r| vs.iter().filter(|v| v.rendition == *r).count() >= 3)
+        },
+    );
+    let vs = c.variants("cam1", 0, i64::MAX).unwrap();
+    let first = vs.iter().map(|v| v.start_ms).min().unwrap();
+    figure(
+        "control",
+        &format!(
+            "transcoder job (2 renditions of a 320x180 camera, debug build): 3 segments of each ready {:.1} s after job.start",
+            started.elapsed().as_secs_f64()
+        ),
+    );
+    // ffprobe reads every variant at its requested size; each is pinned on the IPFS node.
+    for want in [("low", 160, 90), ("mid", 240, 136)] {
+        let files: Vec<_> = c
+            .variant_files(&vs.iter().find(|v| v.rendition == want.0).unwrap().cid)
+            .unwrap();
+        let path = n.data.join(files[0].1.as_ref().unwrap());
+        assert_eq!(video_size(&path), (want.1, want.2), "{}", path.display());
+    }
+    let pinned = rt().block_on(async {
+        let k = kubo(&bed.ipfs_a);
+        let mut all = true;
+        for v in &vs {
+            all &= k.pin_ls(&v.cid).await.unwrap();
+        }
+        all
+    });
+    assert!(pinned, "every variant is pinned");
+    // The master playlist lists the source and both renditions; Chromium plays it through the player.
+    let from = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(first).unwrap();
+    let to = chrono::Utc::now();
+    let q = format!(
+        "from={}&to={}",
+        from.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        to.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    );
+    let master = v.get(&format!("/cameras/cam1/master.m3u8?{q}")).text();
+    assert!(
+        master.contains("RESOLUTION=240x136") && master.contains("RESOLUTION=160x90"),
+        "{master}"
+    );
+    assert!(
+        master.contains("variants/low/vod.m3u8?") && master.contains("\nvod.m3u8?"),
+        "{master}"
+    );
+    let low = v.get(&format!("/cameras/cam1/variants/low/vod.m3u8?{q}"));
+    assert_eq!(low.status, 200, "{}", low.text());
+    let seg = low
+        .text()
+        .lines()
+        .find(|l| l.ends_with(".ts"))
+        .unwrap()
+        .to_string();
+    let seg = seg
+        .strip_prefix("../../")
+        .expect("variant URIs point at the camera's IPFS proxy");
+    let via_proxy = v.get(&format!("/cameras/cam1/{seg}"));
+    assert_eq!(via_proxy.status, 200);
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("http://{}/?camera=cam1&mode=vod&{q}&renditions=1", v.addr);
+    let played = browser_check(&url, 3, &dir.path().join("master.png"), &modules);
+    figure(
+        "control",
+        &format!(
+            "Chromium plays the master playlist (source + 2 renditions): {}",
+            played
+                .lines()
+                .filter(|l| l.contains("currentTime advance"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+    );
+
+    // node.configure: the transcoder role off stops its child and refuses jobs; capture off stops ffmpeg.
+    let (code, r) = send_json(
+        &n,
+        serde_json::json!({"kind": "node.configure", "node": "test",
+        "public": {"roles": ["transcoder"]}}),
+    );
+    assert_eq!(code, 0, "{r}");
+    wait_until(
+        "ffmpeg stopped with the capture role",
+        Duration::from_secs(15),
+        || ffmpeg_under(&n.data.join("cam1")).is_empty(),
+    );
+    let (code, r) = send_json(
+        &n,
+        serde_json::json!({"kind": "node.configure", "node": "test",
+        "public": {"roles": ["capture", "teleport"]}}),
+    );
+    assert_eq!((code, r["reason"].clone()), (1, "invalid".into()), "{r}");
+    let (code, r) = send_json(
+        &n,
+        serde_json::json!({"kind": "node.configure", "node": "test",
+        "public": {"roles": ["capture", "storage"]}}),
+    );
+    assert_eq!(
+        (code, r["reason"].clone()),
+        (1, "unsupported".into()),
+        "{r}"
+    );
+    // The roles are kept across a restart: still no capture.
+    v.stop();
+    let mut v = Vigil::start(&n.config);
+    connected(&mut v);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        ffmpeg_under(&n.data.join("cam1")).is_empty(),
+        "capture stays off after a restart"
+    );
+    assert_eq!(
+        metric(&v, "vigil_control_active_jobs"),
+        Some(1.0),
+        "the job survives the restart"
+    );
+    let (code, r) = send_json(
+        &n,
+        serde_json::json!({"kind": "node.configure", "node": "test",
+        "public": {"roles": ["capture"]}}),
+    );
+    assert_eq!(code, 0, "{r}");
+    wait_until(
+        "ffmpeg back with the capture role",
+        Duration::from_secs(15),
+        || ffmpeg_under(&n.data.join("cam1")).len() == 1,
+    );
+    let (code, r) = send_json(
+        &n,
+        serde_json::json!({"kind": "job.start", "node": "test",
+        "public": {"job_id": "j2", "camera": "cam1", "ladder": [{"name": "low", "width": 160, "height": 90, "video_kbps": 150}]}}),
+    );
+    assert_eq!(
+        (code, r["reason"].clone()),
+        (1, "unsupported".into()),
+        "{r}"
+    );
+    let (code, r) = send_json(
+        &n,
+        serde_json::json!({"kind": "node.configure", "node": "test",
+        "public": {"roles": ["capture", "transcoder"]}}),
+    );
+    assert_eq!(code, 0, "{r}");
+    let (code, r) = send_json(
+        &n,
+        serde_json::json!({"kind": "job.stop", "node": "test", "public": {"job_id": "j1"}}),
+    );
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(metric(&v, "vigil_control_active_jobs"), Some(0.0));
+    // job.started and job.stopped were published.
+    let got = rt().block_on(async {
+        use lapin::options::BasicGetOptions;
+        let conn =
+            lapin::Connection::connect(&broker.url(), lapin::ConnectionProperties::default())
+                .await
+                .unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        let mut kinds = Vec::new();
+        while let Some(m) = ch
+            .basic_get("test-events".into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+        {
+            let e: serde_json::Value = serde_json::from_slice(&m.delivery.data).unwrap();
+            kinds.push(format!(
+                "{} {}",
+                e["type"].as_str().unwrap(),
+                e["job"]["job_id"].as_str().unwrap_or("")
+            ));
+        }
+        kinds
+    });
+    assert_eq!(got, ["job.started j1", "job.stopped j1"]);
     v.stop();
 }

@@ -7,6 +7,33 @@ use rusqlite::{OptionalExtension, params};
 
 use super::{Catalog, now_ms};
 use crate::error::{Error, Result};
+use crate::index::VariantDoc;
+
+const VARIANT_COLUMNS: &str = "id, variant_of, source_cid, rendition, width, height, video_kbps, cid, factory_id, \
+     device_id, session, seq, start_ms, end_ms, duration_ms, bytes, job_id, node_id";
+
+fn row_to_variant(r: &rusqlite::Row<'_>) -> rusqlite::Result<VariantDoc> {
+    Ok(VariantDoc {
+        id: r.get(0)?,
+        variant_of: r.get(1)?,
+        source_cid: r.get(2)?,
+        rendition: r.get(3)?,
+        width: r.get(4)?,
+        height: r.get(5)?,
+        video_kbps: r.get(6)?,
+        cid: r.get(7)?,
+        factory_id: r.get(8)?,
+        device_id: r.get(9)?,
+        session: r.get(10)?,
+        seq: r.get(11)?,
+        start_ms: r.get(12)?,
+        end_ms: r.get(13)?,
+        duration_ms: r.get(14)?,
+        bytes: r.get(15)?,
+        job_id: r.get(16)?,
+        node_id: r.get(17)?,
+    })
+}
 
 /// How a command ended, as remembered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,6 +173,89 @@ impl Catalog {
                 |r| r.get(0),
             )
             .optional()
+        })
+    }
+
+    /// Insert or replace a variant (the embedded index's upsert).
+    pub fn put_variant(&self, d: &VariantDoc) -> Result<()> {
+        self.put_variant_at(d, None)
+    }
+
+    /// Insert or replace a variant this node made, with its file (relative to the data folder).
+    pub fn put_variant_at(&self, d: &VariantDoc, path: Option<&str>) -> Result<()> {
+        self.writer()
+            .execute(
+                &format!(
+                    "INSERT INTO variants ({VARIANT_COLUMNS}, path)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)
+                     ON CONFLICT (id) DO UPDATE SET cid = ?8, bytes = ?16, path = COALESCE(?19, path)"
+                ),
+                params![
+                    d.id,
+                    d.variant_of,
+                    d.source_cid,
+                    d.rendition,
+                    d.width,
+                    d.height,
+                    d.video_kbps,
+                    d.cid,
+                    d.factory_id,
+                    d.device_id,
+                    d.session,
+                    d.seq,
+                    d.start_ms,
+                    d.end_ms,
+                    d.duration_ms,
+                    d.bytes,
+                    d.job_id,
+                    d.node_id,
+                    path
+                ],
+            )
+            .map_err(Error::from_sql)?;
+        Ok(())
+    }
+
+    /// Variants of `device` whose source starts in `[from_ms, to_ms)`, in time order.
+    pub fn variants(&self, device: &str, from_ms: i64, to_ms: i64) -> Result<Vec<VariantDoc>> {
+        self.read(|c| {
+            let mut st = c.prepare(&format!(
+                "SELECT {VARIANT_COLUMNS} FROM variants WHERE device_id = ?1 AND start_ms >= ?2 AND start_ms < ?3
+                 ORDER BY start_ms, rendition"
+            ))?;
+            let rows = st.query_map(params![device, from_ms, to_ms], row_to_variant)?;
+            rows.collect()
+        })
+    }
+
+    /// Variants by CID, with their file on this node if it has one.
+    pub fn variant_by_cid(&self, cid: &str) -> Result<Vec<VariantDoc>> {
+        Ok(self
+            .variant_files(cid)?
+            .into_iter()
+            .map(|(v, _)| v)
+            .collect())
+    }
+
+    /// Variants by CID with their file (relative to the data folder) on this node, if any.
+    pub fn variant_files(&self, cid: &str) -> Result<Vec<(VariantDoc, Option<String>)>> {
+        self.read(|c| {
+            let mut st = c.prepare(&format!(
+                "SELECT {VARIANT_COLUMNS}, path FROM variants WHERE cid = ?1 LIMIT 16"
+            ))?;
+            let rows = st.query_map([cid], |r| Ok((row_to_variant(r)?, r.get(18)?)))?;
+            rows.collect()
+        })
+    }
+
+    /// The start of the newest source segment job `job` transcoded (where it resumes).
+    pub fn job_resume_point(&self, job: &str) -> Result<Option<i64>> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT MAX(start_ms) FROM variants WHERE job_id = ?1",
+                [job],
+                |r| r.get(0),
+            )
         })
     }
 

@@ -226,6 +226,32 @@ const MIGRATIONS: &[&str] = &[
         key   TEXT PRIMARY KEY,
         value TEXT NOT NULL
     ) WITHOUT ROWID;",
+    // 8: the transcoder role. One row per rendition of a source segment (the embedded index's `variants`);
+    // `path` is relative to the data folder, where the transcoder keeps what it made.
+    "CREATE TABLE variants (
+        id          TEXT    PRIMARY KEY,
+        variant_of  TEXT    NOT NULL,
+        source_cid  TEXT    NOT NULL,
+        rendition   TEXT    NOT NULL,
+        width       INTEGER NOT NULL,
+        height      INTEGER NOT NULL,
+        video_kbps  INTEGER NOT NULL,
+        cid         TEXT    NOT NULL,
+        factory_id  TEXT    NOT NULL,
+        device_id   TEXT    NOT NULL,
+        session     TEXT    NOT NULL,
+        seq         INTEGER NOT NULL,
+        start_ms    INTEGER NOT NULL,
+        end_ms      INTEGER NOT NULL,
+        duration_ms INTEGER NOT NULL,
+        bytes       INTEGER NOT NULL,
+        job_id      TEXT    NOT NULL,
+        node_id     TEXT    NOT NULL,
+        path        TEXT
+    ) WITHOUT ROWID;
+    CREATE INDEX variants_device_start ON variants (device_id, start_ms);
+    CREATE INDEX variants_cid ON variants (cid);
+    CREATE INDEX variants_job_start ON variants (job_id, start_ms);",
 ];
 
 /// Wakes each distribution stage when work for it may have arrived: whoever catalogues a segment wakes the

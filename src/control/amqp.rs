@@ -6,7 +6,8 @@
 //!   `<p>.dlx`;
 //! - `<p>.dlx` → `<p>.dead`: fanout exchange and durable queue of refused commands (with RabbitMQ's
 //!   `x-death` header saying where they came from);
-//! - `<p>.events`: topic exchange, durable; `heartbeat.<node_id>` every `heartbeat_seconds`.
+//! - `<p>.events`: topic exchange, durable; `heartbeat.<node_id>` every `heartbeat_seconds`, and
+//!   `job.started.<node_id>` / `job.stopped.<node_id>` when a transcoding job starts or stops.
 //!
 //! A command is acknowledged only after it was applied (and its outcome stored) or refused: refused ones are
 //! rejected without requeue, which dead-letters them. Replies go to the command's `reply_to` with its
@@ -248,6 +249,26 @@ async fn session(
                         if reply.ok {
                             tracing::info!(actor = %path, command = %id, kind = kind.as_str(), duplicate = reply.duplicate,
                                 took_ms = started.elapsed().as_millis() as u64, "command applied: {}", reply.detail);
+                            let event = match kind {
+                                command::Kind::JobStart if !reply.duplicate => Some("job.started"),
+                                command::Kind::JobStop if !reply.duplicate => Some("job.stopped"),
+                                _ => None,
+                            };
+                            if let Some(event) = event {
+                                let body = serde_json::to_vec(&serde_json::json!({
+                                    "type": event,
+                                    "at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                                    "node": node,
+                                    "command": id,
+                                    "job": reply.result,
+                                    "active_jobs": levers.jobs.len(),
+                                })).unwrap_or_default();
+                                ch.basic_publish(events.as_str().into(), format!("{event}.{node}").as_str().into(),
+                                    BasicPublishOptions::default(), &body,
+                                    BasicProperties::default().with_content_type("application/json".into()))
+                                    .await
+                                    .map_err(|e| amqp_err("basic.publish (event)", e))?;
+                            }
                         } else {
                             tracing::warn!(actor = %path, command = %id, kind = kind.as_str(), duplicate = reply.duplicate,
                                 reason = reply.reason.as_deref().unwrap_or(""), "command refused: {}; dead-lettered", reply.detail);

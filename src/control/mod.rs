@@ -30,6 +30,80 @@ use command::{Command, Kind, Reason, Refusal};
 /// The private fields a camera command may carry.
 const CAMERA_PRIVATE: [&str; 2] = ["username", "password"];
 
+/// The roles a node can play (DESIGN: Roles and the control plane).
+pub const ROLES: [&str; 4] = ["capture", "storage", "distributor", "transcoder"];
+
+/// The roles this node's config makes possible, each with what it needs when it is not possible.
+pub fn available_roles(config: &Config) -> BTreeMap<&'static str, Result<(), String>> {
+    let ipfs = config.ipfs.is_some();
+    let mut m = BTreeMap::new();
+    m.insert("capture", Ok(()));
+    m.insert(
+        "storage",
+        if !ipfs {
+            Err("storage needs [ipfs]".to_string())
+        } else if !config.remote_cameras.iter().any(|c| c.mirror) {
+            Err("storage needs a [[remote_cameras]] entry with mirror = true".to_string())
+        } else {
+            Ok(())
+        },
+    );
+    m.insert(
+        "distributor",
+        if !config.remote_cameras.iter().any(|c| !c.mirror) {
+            Err("distributor needs [[remote_cameras]] to serve (mirror = false)".to_string())
+        } else {
+            Ok(())
+        },
+    );
+    m.insert(
+        "transcoder",
+        if ipfs {
+            Ok(())
+        } else {
+            Err("transcoder needs [ipfs] (variants are added to IPFS)".to_string())
+        },
+    );
+    m
+}
+
+/// The roles a node starts with: what the last node.configure left (while `[control]` is configured), else
+/// `[control] roles`, else every role its config makes possible; never one it cannot play.
+pub fn initial_roles(config: &Config, catalog: &Catalog) -> crate::Result<Vec<&'static str>> {
+    let available = available_roles(config);
+    let stored: Option<Vec<String>> = if config.control.is_some() {
+        catalog
+            .control_meta("roles")?
+            .and_then(|s| serde_json::from_str(&s).ok())
+    } else {
+        None
+    };
+    let wanted: Option<Vec<String>> =
+        stored.or_else(|| config.control.as_ref().and_then(|c| c.roles.clone()));
+    Ok(ROLES
+        .into_iter()
+        .filter(|r| available.get(r).is_some_and(|a| a.is_ok()))
+        .filter(|r| wanted.as_ref().is_none_or(|w| w.iter().any(|x| x == r)))
+        .collect())
+}
+
+/// The jobs a node starts with (what job.start and job.stop left).
+pub fn initial_jobs(
+    config: &Config,
+    catalog: &Catalog,
+) -> crate::Result<Vec<crate::transcode::Job>> {
+    if config.control.is_none() {
+        return Ok(Vec::new());
+    }
+    Ok(catalog
+        .control_meta("jobs")?
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or_default())
+}
+
+/// At most this many transcoding jobs run on one node.
+pub const MAX_JOBS: usize = 8;
+
 /// A camera's settings as a command gives them and the catalog keeps them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -151,10 +225,23 @@ pub struct Levers {
     pub registry: Arc<crate::web::Registry>,
     /// The root supervisor, set once the tree runs (camera changes go to its `cameras` supervisor).
     pub root: Arc<OnceLock<SupervisorHandle>>,
-    /// The cameras recorded now, by id.
+    /// The cameras recorded now, by id (while the capture role is off: the ones to record when it is on).
     recorded: Mutex<BTreeMap<String, CameraConfig>>,
+    /// The roles played now.
+    roles: Mutex<Vec<&'static str>>,
+    /// Transcoding jobs (the transcoder child works them off).
+    pub jobs: Arc<crate::transcode::Jobs>,
+    /// Children that a role switch starts and stops: `mirror` (storage) and `transcoder`.
+    role_children: Mutex<BTreeMap<&'static str, ChildSpec>>,
     /// One command at a time.
     applying: tokio::sync::Mutex<()>,
+}
+
+/// What a node starts with: the cameras to record, the roles, the jobs (config merged with the control state).
+pub struct Initial {
+    pub recorded: Vec<CameraConfig>,
+    pub roles: Vec<&'static str>,
+    pub jobs: Vec<crate::transcode::Job>,
 }
 
 /// An applied command's outcome: what to say, and what to remember.
@@ -172,8 +259,14 @@ impl Levers {
         board: Arc<Board>,
         metrics: Arc<Metrics>,
         registry: Arc<crate::web::Registry>,
-        recorded: &[CameraConfig],
+        initial: Initial,
     ) -> Levers {
+        let Initial {
+            recorded,
+            roles,
+            jobs,
+        } = initial;
+        metrics.control_jobs(jobs.len() as i64);
         Levers {
             config: config.clone(),
             catalog,
@@ -183,8 +276,27 @@ impl Levers {
             registry,
             root: Arc::new(OnceLock::new()),
             recorded: Mutex::new(recorded.iter().map(|c| (c.id.clone(), c.clone())).collect()),
+            roles: Mutex::new(roles),
+            jobs: Arc::new(crate::transcode::Jobs::from(jobs)),
+            role_children: Mutex::new(BTreeMap::new()),
             applying: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Declare the child a role starts (`storage` → mirror, `transcoder` → transcoder).
+    pub fn set_role_child(&self, role: &'static str, spec: ChildSpec) {
+        self.role_children
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(role, spec);
+    }
+
+    /// Whether `role` is played now.
+    pub fn plays(&self, role: &str) -> bool {
+        self.roles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&role)
     }
 
     /// The camera supervisor spec of `cam`.
@@ -246,28 +358,17 @@ impl Levers {
                 "cpus": std::thread::available_parallelism().map_or(1, |n| n.get()),
                 "cameras_recorded": recorded.len(),
             },
-            "active_jobs": 0,
+            "active_jobs": self.jobs.len(),
+            "jobs": self.jobs.list().iter().map(|j| serde_json::json!({
+                "job_id": j.id, "camera": j.camera,
+                "renditions": j.ladder.iter().map(|r| r.name.clone()).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
         })
     }
 
-    /// The roles this node plays (from what it is configured to do).
+    /// The roles this node plays now.
     pub fn roles(&self) -> Vec<&'static str> {
-        let mut roles = Vec::new();
-        let recording = !self
-            .recorded
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_empty();
-        if recording || !self.config.cameras.is_empty() {
-            roles.push("capture");
-        }
-        if self.config.remote_cameras.iter().any(|c| c.mirror) {
-            roles.push("storage");
-        }
-        if self.config.remote_cameras.iter().any(|c| !c.mirror) {
-            roles.push("distributor");
-        }
-        roles
+        self.roles.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Handle a checked command: answer a redelivery from memory, else apply it and remember the outcome
@@ -374,14 +475,9 @@ impl Levers {
             }
             Kind::CameraAdd | Kind::CameraUpdate => self.camera_set(cmd).await,
             Kind::CameraRemove => self.camera_remove(cmd).await,
-            Kind::NodeConfigure => Err(Refusal::new(
-                Reason::Unsupported,
-                "node.configure (switching roles at run time) is not available in this version: roles follow the config file",
-            )),
-            Kind::JobStart | Kind::JobStop => Err(Refusal::new(
-                Reason::Unsupported,
-                "this node has no transcoder role in this version",
-            )),
+            Kind::NodeConfigure => self.configure(cmd).await,
+            Kind::JobStart => self.job_start(cmd),
+            Kind::JobStop => self.job_stop(cmd),
         }
     }
 
@@ -496,6 +592,12 @@ impl Levers {
                 format!("camera {id:?} is served here as a remote or mirrored camera"),
             ));
         }
+        if !self.plays("capture") {
+            return Err(Refusal::new(
+                Reason::Unsupported,
+                "this node does not play the capture role now (node.configure turns it on)",
+            ));
+        }
         let cameras = self.cameras_supervisor().await?;
         if !adding {
             cameras.remove_child(&id).await.map_err(|e| {
@@ -541,6 +643,257 @@ impl Levers {
                 meta: None,
             },
             result: None,
+        })
+    }
+
+    async fn services_supervisor(&self) -> Result<SupervisorHandle, Refusal> {
+        let root = self.root.get().ok_or_else(|| {
+            Refusal::new(
+                Reason::Failed,
+                "the supervision tree is still starting; send again",
+            )
+        })?;
+        root.supervisor("services").await.map_err(|e| {
+            Refusal::new(
+                Reason::Failed,
+                format!("the services supervisor cannot be reached: {e}"),
+            )
+        })
+    }
+
+    /// node.configure: `public.roles` is the full list of roles to play; the difference is started and stopped.
+    async fn configure(self: &Arc<Self>, cmd: &Command) -> Result<Applied, Refusal> {
+        no_private(cmd)?;
+        if let Some(extra) = cmd.public.keys().find(|k| *k != "roles") {
+            return Err(Refusal::new(
+                Reason::Invalid,
+                format!("unknown field public.{extra}"),
+            ));
+        }
+        let wanted: Vec<String> = match cmd.public.get("roles") {
+            Some(v) => serde_json::from_value(v.clone()).map_err(|_| {
+                Refusal::new(Reason::Invalid, "public.roles must be a list of role names")
+            })?,
+            None => return Err(Refusal::new(Reason::Invalid, "public.roles is missing")),
+        };
+        let mut next: Vec<&'static str> = Vec::new();
+        for w in &wanted {
+            let Some(r) = ROLES.into_iter().find(|r| r == w) else {
+                let shown: String = w.chars().take(32).collect();
+                return Err(Refusal::new(
+                    Reason::Invalid,
+                    format!("unknown role {shown:?} (roles: {})", ROLES.join(", ")),
+                ));
+            };
+            if !next.contains(&r) {
+                next.push(r);
+            }
+        }
+        let available = available_roles(&self.config);
+        for r in &next {
+            if let Some(Err(why)) = available.get(r) {
+                return Err(Refusal::new(
+                    Reason::Unsupported,
+                    format!("this node cannot play {r}: {why}"),
+                ));
+            }
+        }
+        let before = self.roles();
+        let on: Vec<&'static str> = next
+            .iter()
+            .copied()
+            .filter(|r| !before.contains(r))
+            .collect();
+        let off: Vec<&'static str> = before
+            .iter()
+            .copied()
+            .filter(|r| !next.contains(r))
+            .collect();
+        for r in &off {
+            self.switch(r, false).await?;
+        }
+        for r in &on {
+            self.switch(r, true).await?;
+        }
+        next.sort_by_key(|r| ROLES.iter().position(|x| x == r));
+        *self.roles.lock().unwrap_or_else(|p| p.into_inner()) = next.clone();
+        tracing::info!(command = %cmd.id, roles = ?next, started = ?on, stopped = ?off, "roles changed by command");
+        Ok(Applied {
+            detail: format!(
+                "roles now [{}] (started: [{}], stopped: [{}])",
+                next.join(", "),
+                on.join(", "),
+                off.join(", ")
+            ),
+            change: ControlChange {
+                camera: None,
+                meta: Some((
+                    "roles".into(),
+                    serde_json::to_string(&next).unwrap_or_else(|_| "[]".into()),
+                )),
+            },
+            result: Some(serde_json::json!({ "roles": next })),
+        })
+    }
+
+    /// Start (`on`) or stop what `role` runs.
+    async fn switch(self: &Arc<Self>, role: &'static str, on: bool) -> Result<(), Refusal> {
+        let failed = |what: String| Refusal::new(Reason::Failed, what);
+        match role {
+            "capture" => {
+                let cameras = self.cameras_supervisor().await?;
+                let cams: Vec<CameraConfig> = self
+                    .recorded
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .values()
+                    .cloned()
+                    .collect();
+                for cam in cams {
+                    if on {
+                        let me = self.clone();
+                        let c = cam.clone();
+                        let child = tokio::task::spawn_blocking(move || me.camera_child(&c))
+                            .await
+                            .map_err(|e| failed(format!("camera setup: {e}")))?;
+                        cameras.add_child(child).await.map_err(|e| {
+                            failed(format!("camera {:?} could not be started: {e}", cam.id))
+                        })?;
+                    } else {
+                        cameras.remove_child(&cam.id).await.map_err(|e| {
+                            failed(format!("camera {:?} could not be stopped: {e}", cam.id))
+                        })?;
+                    }
+                }
+            }
+            "distributor" => {
+                for c in self.config.remote_cameras.iter().filter(|c| !c.mirror) {
+                    if on {
+                        self.registry.put_remote(c);
+                    } else {
+                        self.registry.remove(&c.id);
+                    }
+                }
+            }
+            "storage" | "transcoder" => {
+                let child_id = if role == "storage" {
+                    "mirror"
+                } else {
+                    "transcoder"
+                };
+                let spec = self
+                    .role_children
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(role)
+                    .cloned();
+                let Some(spec) = spec else {
+                    return Err(failed(format!("{role} has nothing to run on this node")));
+                };
+                let services = self.services_supervisor().await?;
+                if on {
+                    services
+                        .add_child(spec)
+                        .await
+                        .map_err(|e| failed(format!("{child_id} could not be started: {e}")))?;
+                } else {
+                    services
+                        .remove_child(child_id)
+                        .await
+                        .map_err(|e| failed(format!("{child_id} could not be stopped: {e}")))?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn job_start(&self, cmd: &Command) -> Result<Applied, Refusal> {
+        no_private(cmd)?;
+        if !self.plays("transcoder") {
+            return Err(Refusal::new(
+                Reason::Unsupported,
+                "this node does not play the transcoder role now",
+            ));
+        }
+        let req: crate::transcode::JobStart =
+            serde_json::from_value(serde_json::Value::Object(cmd.public.clone()))
+                .map_err(|e| Refusal::new(Reason::Invalid, format!("public: {e}")))?;
+        req.check().map_err(|e| Refusal::new(Reason::Invalid, e))?;
+        if self.jobs.get(&req.job_id).is_some() {
+            return Err(Refusal::new(
+                Reason::Conflict,
+                format!("job {:?} runs already (job.stop ends it)", req.job_id),
+            ));
+        }
+        if self.jobs.len() >= MAX_JOBS {
+            return Err(Refusal::new(
+                Reason::Conflict,
+                format!("this node runs {MAX_JOBS} jobs already"),
+            ));
+        }
+        let job = crate::transcode::Job {
+            id: req.job_id.clone(),
+            camera: req.camera.clone(),
+            ladder: req.ladder.clone(),
+            started_ms: chrono::Utc::now().timestamp_millis(),
+        };
+        self.jobs.put(job);
+        self.metrics.control_jobs(1);
+        tracing::info!(command = %cmd.id, job = %req.job_id, camera = %req.camera,
+            renditions = ?req.ladder.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), "transcoding job started");
+        Ok(Applied {
+            detail: format!(
+                "job {:?} started: camera {:?} → {}",
+                req.job_id,
+                req.camera,
+                req.ladder
+                    .iter()
+                    .map(|r| format!("{} {}x{} {} kb/s", r.name, r.width, r.height, r.video_kbps))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            change: ControlChange {
+                camera: None,
+                meta: Some(("jobs".into(), self.jobs.to_json())),
+            },
+            result: Some(serde_json::json!({ "job_id": req.job_id, "camera": req.camera })),
+        })
+    }
+
+    fn job_stop(&self, cmd: &Command) -> Result<Applied, Refusal> {
+        no_private(cmd)?;
+        let id = match cmd.public.get("job_id") {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            _ => {
+                return Err(Refusal::new(
+                    Reason::Invalid,
+                    "public.job_id (a string) names the job",
+                ));
+            }
+        };
+        if let Some(extra) = cmd.public.keys().find(|k| *k != "job_id") {
+            return Err(Refusal::new(
+                Reason::Invalid,
+                format!("unknown field public.{extra}"),
+            ));
+        }
+        let Some(job) = self.jobs.remove(&id) else {
+            let shown: String = id.chars().take(64).collect();
+            return Err(Refusal::new(
+                Reason::Conflict,
+                format!("no job {shown:?} runs here"),
+            ));
+        };
+        self.metrics.control_jobs(-1);
+        tracing::info!(command = %cmd.id, job = %id, camera = %job.camera, "transcoding job stopped");
+        Ok(Applied {
+            detail: format!("job {id:?} stopped; its variants stay"),
+            change: ControlChange {
+                camera: None,
+                meta: Some(("jobs".into(), self.jobs.to_json())),
+            },
+            result: Some(serde_json::json!({ "job_id": id, "camera": job.camera })),
         })
     }
 

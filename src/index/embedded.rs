@@ -6,7 +6,7 @@ use std::sync::Arc;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 
-use super::{Index, IndexDoc, Scope};
+use super::{Index, IndexDoc, Scope, VariantDoc};
 use crate::catalog::Catalog;
 use crate::error::Result;
 
@@ -57,6 +57,37 @@ impl Index for Embedded {
                 .and_then(|s| IndexDoc::from_segment(&s, &self.node_id, None))
                 .into_iter()
                 .collect())
+        }
+        .boxed()
+    }
+
+    fn upsert_variant<'a>(&'a self, doc: &'a VariantDoc) -> BoxFuture<'a, Result<()>> {
+        async move {
+            let d = doc.clone();
+            self.catalog.run(move |c| c.put_variant(&d)).await
+        }
+        .boxed()
+    }
+
+    fn variants<'a>(
+        &'a self,
+        device: &'a str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> BoxFuture<'a, Result<Vec<VariantDoc>>> {
+        async move {
+            let d = device.to_string();
+            self.catalog
+                .run(move |c| c.variants(&d, from_ms, to_ms))
+                .await
+        }
+        .boxed()
+    }
+
+    fn variant_by_cid<'a>(&'a self, cid: &'a str) -> BoxFuture<'a, Result<Vec<VariantDoc>>> {
+        async move {
+            let cid = cid.to_string();
+            self.catalog.run(move |c| c.variant_by_cid(&cid)).await
         }
         .boxed()
     }

@@ -56,6 +56,34 @@ impl IndexDoc {
     }
 }
 
+/// A transcoded rendition of one source segment (the transcoder role): MongoDB collection `variants`, the
+/// catalog's `variants` table in the embedded index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VariantDoc {
+    /// `<source id>/<rendition>`
+    pub id: String,
+    /// The source segment's index id (`<device>/<session>/<seq>`) and CID.
+    pub variant_of: String,
+    pub source_cid: String,
+    /// The rendition's name in its job's ladder (e.g. `360p`) and its size and video bit rate.
+    pub rendition: String,
+    pub width: i64,
+    pub height: i64,
+    pub video_kbps: i64,
+    pub cid: String,
+    pub factory_id: String,
+    pub device_id: String,
+    pub session: String,
+    pub seq: i64,
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub duration_ms: i64,
+    pub bytes: i64,
+    /// The transcoding job and the node that ran it.
+    pub job_id: String,
+    pub node_id: String,
+}
+
 /// What a range query selects.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {
@@ -86,6 +114,17 @@ pub trait Index: Send + Sync {
     ) -> BoxFuture<'a, Result<Vec<IndexDoc>>>;
     /// The documents whose CID is `cid` (normally one).
     fn by_cid<'a>(&'a self, cid: &'a str) -> BoxFuture<'a, Result<Vec<IndexDoc>>>;
+    /// Insert or replace a variant document.
+    fn upsert_variant<'a>(&'a self, doc: &'a VariantDoc) -> BoxFuture<'a, Result<()>>;
+    /// Variants of camera `device` whose source starts in `[from_ms, to_ms)`, in time order (every rendition).
+    fn variants<'a>(
+        &'a self,
+        device: &'a str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> BoxFuture<'a, Result<Vec<VariantDoc>>>;
+    /// The variants whose CID is `cid`.
+    fn variant_by_cid<'a>(&'a self, cid: &'a str) -> BoxFuture<'a, Result<Vec<VariantDoc>>>;
     /// A short name for logs.
     fn name(&self) -> &'static str;
 }

@@ -8,11 +8,12 @@ use mongodb::bson::{DateTime, Document, doc};
 use mongodb::options::ClientOptions;
 use mongodb::{Client, Collection, IndexModel};
 
-use super::{Index, IndexDoc, Scope};
+use super::{Index, IndexDoc, Scope, VariantDoc};
 use crate::error::{Error, Result};
 
 pub struct Mongo {
     segments: Collection<Document>,
+    variants: Collection<Document>,
     db: mongodb::Database,
 }
 
@@ -32,6 +33,7 @@ impl Mongo {
         let db = client.database(database);
         Ok(Mongo {
             segments: db.collection("segments"),
+            variants: db.collection("variants"),
             db,
         })
     }
@@ -60,7 +62,79 @@ impl Mongo {
             .create_indexes(models)
             .await
             .map_err(err("create indexes"))?;
+        self.variants
+            .create_indexes(vec![
+                IndexModel::builder()
+                    .keys(doc! { "device_id": 1, "start": 1 })
+                    .build(),
+                IndexModel::builder().keys(doc! { "cid": 1 }).build(),
+            ])
+            .await
+            .map_err(err("create indexes"))?;
         Ok(())
+    }
+
+    fn variant_to_bson(d: &VariantDoc) -> Document {
+        doc! {
+            "_id": &d.id,
+            "variant_of": &d.variant_of,
+            "source_cid": &d.source_cid,
+            "rendition": &d.rendition,
+            "width": d.width,
+            "height": d.height,
+            "video_kbps": d.video_kbps,
+            "cid": &d.cid,
+            "factory_id": &d.factory_id,
+            "device_id": &d.device_id,
+            "session": &d.session,
+            "seq": d.seq,
+            "start": DateTime::from_millis(d.start_ms),
+            "end": DateTime::from_millis(d.end_ms),
+            "duration_ms": d.duration_ms,
+            "bytes": d.bytes,
+            "job_id": &d.job_id,
+            "node_id": &d.node_id,
+        }
+    }
+
+    fn variant_from_bson(d: &Document) -> Result<VariantDoc> {
+        let bad = |f: &str| {
+            Error::index(
+                "read",
+                format!("variant {:?} has no valid {f}", d.get("_id")),
+            )
+        };
+        let s = |f: &str| d.get_str(f).map(str::to_string).map_err(|_| bad(f));
+        let i = |f: &str| {
+            d.get_i64(f)
+                .or_else(|_| d.get_i32(f).map(i64::from))
+                .map_err(|_| bad(f))
+        };
+        let t = |f: &str| {
+            d.get_datetime(f)
+                .map(|t| t.timestamp_millis())
+                .map_err(|_| bad(f))
+        };
+        Ok(VariantDoc {
+            id: s("_id")?,
+            variant_of: s("variant_of")?,
+            source_cid: s("source_cid")?,
+            rendition: s("rendition")?,
+            width: i("width")?,
+            height: i("height")?,
+            video_kbps: i("video_kbps")?,
+            cid: s("cid")?,
+            factory_id: s("factory_id")?,
+            device_id: s("device_id")?,
+            session: s("session")?,
+            seq: i("seq")?,
+            start_ms: t("start")?,
+            end_ms: t("end")?,
+            duration_ms: i("duration_ms")?,
+            bytes: i("bytes")?,
+            job_id: s("job_id")?,
+            node_id: s("node_id")?,
+        })
     }
 
     fn to_bson(d: &IndexDoc) -> Document {
@@ -173,6 +247,60 @@ impl Index for Mongo {
                 .map_err(err("find by cid"))?;
             let docs: Vec<Document> = cursor.try_collect().await.map_err(err("find by cid"))?;
             docs.iter().map(Self::from_bson).collect()
+        }
+        .boxed()
+    }
+
+    fn upsert_variant<'a>(&'a self, doc: &'a VariantDoc) -> BoxFuture<'a, Result<()>> {
+        async move {
+            self.variants
+                .replace_one(doc! { "_id": &doc.id }, Self::variant_to_bson(doc))
+                .upsert(true)
+                .await
+                .map_err(err("upsert variant"))?;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn variants<'a>(
+        &'a self,
+        device: &'a str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> BoxFuture<'a, Result<Vec<VariantDoc>>> {
+        async move {
+            const MIN_MS: i64 = -62_135_596_800_000;
+            const MAX_MS: i64 = 253_402_300_799_999;
+            let (from_ms, to_ms) = (from_ms.clamp(MIN_MS, MAX_MS), to_ms.clamp(MIN_MS, MAX_MS));
+            let cursor = self
+                .variants
+                .find(doc! {
+                    "device_id": device,
+                    "start": { "$gte": DateTime::from_millis(from_ms), "$lt": DateTime::from_millis(to_ms) },
+                })
+                .sort(doc! { "start": 1, "rendition": 1 })
+                .await
+                .map_err(err("variants"))?;
+            let docs: Vec<Document> = cursor.try_collect().await.map_err(err("variants"))?;
+            docs.iter().map(Self::variant_from_bson).collect()
+        }
+        .boxed()
+    }
+
+    fn variant_by_cid<'a>(&'a self, cid: &'a str) -> BoxFuture<'a, Result<Vec<VariantDoc>>> {
+        async move {
+            let cursor = self
+                .variants
+                .find(doc! { "cid": cid })
+                .limit(16)
+                .await
+                .map_err(err("find variant by cid"))?;
+            let docs: Vec<Document> = cursor
+                .try_collect()
+                .await
+                .map_err(err("find variant by cid"))?;
+            docs.iter().map(Self::variant_from_bson).collect()
         }
         .boxed()
     }

@@ -60,6 +60,12 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
     ("GET", "/api/mirror", Access::Staff),
     ("GET", "/cameras/{camera}/index.json", Access::Camera),
     ("GET", "/cameras/{camera}/ipfs/{file}", Access::Camera),
+    ("GET", "/cameras/{camera}/master.m3u8", Access::Camera),
+    (
+        "GET",
+        "/cameras/{camera}/variants/{rendition}/vod.m3u8",
+        Access::Camera,
+    ),
 ];
 
 /// Paths that need no login.

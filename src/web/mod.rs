@@ -73,14 +73,24 @@ impl Registry {
             r.put_local(c);
         }
         for c in &config.remote_cameras {
-            r.put(CameraInfo {
-                id: c.id.clone(),
-                factory_id: c.factory_id.clone(),
-                target_duration: u64::from(c.target_duration.unwrap_or(2)),
-                kind: if c.mirror { "mirror" } else { "remote" },
-            });
+            r.put_remote(c);
         }
         r
+    }
+
+    /// Serve a camera recorded elsewhere (mirrored here, or replayed through the index and IPFS).
+    pub fn put_remote(&self, c: &crate::config::RemoteCameraConfig) {
+        self.put(CameraInfo {
+            id: c.id.clone(),
+            factory_id: c.factory_id.clone(),
+            target_duration: u64::from(c.target_duration.unwrap_or(2)),
+            kind: if c.mirror { "mirror" } else { "remote" },
+        });
+    }
+
+    /// Stop serving camera `id`.
+    pub fn remove(&self, id: &str) {
+        self.0.write().unwrap_or_else(|p| p.into_inner()).remove(id);
     }
 
     /// Serve a camera recorded here (added, or changed: its playlists follow the new settings).
@@ -781,7 +791,9 @@ fn start(
                     .service(download)
                     .service(segment)
                     .service(remote::index_json)
-                    .service(remote::ipfs),
+                    .service(remote::ipfs)
+                    .service(remote::master)
+                    .service(remote::variant_vod),
             )
             .service(page::index)
             .service(page::login_page);

@@ -167,15 +167,37 @@ pub(super) async fn ipfs(
             return segment_response(bytes::Bytes::from(b));
         }
     }
-    // Elsewhere: only if the index ties this CID to this camera.
+    // A variant this node made: from disk.
+    let mut variant = false;
     if local.is_none() {
+        let (catalog, c) = (state.catalog.clone(), cid.to_string());
+        let made = match blocking(move || catalog.variant_files(&c)).await {
+            Ok(v) => v,
+            Err(r) => return r,
+        };
+        for (_, path) in made.iter().filter(|(v, _)| v.device_id == cam_id) {
+            variant = true;
+            if let Some(p) = path {
+                let full = state.data_dir.join(p);
+                if let Ok(Ok(b)) = web::block(move || std::fs::read(full)).await {
+                    return segment_response(bytes::Bytes::from(b));
+                }
+            }
+        }
+    }
+    // Elsewhere: only if the index ties this CID (a segment or a variant of it) to this camera.
+    if local.is_none() && !variant {
         let index = match state.index.get().await {
             Ok(i) => i,
             Err(e) => return unavailable(format!("the index cannot be reached: {e}")),
         };
         match index.by_cid(cid).await {
             Ok(docs) if docs.iter().any(|d| d.device_id == cam_id) => {}
-            Ok(_) => return nope(),
+            Ok(_) => match index.variant_by_cid(cid).await {
+                Ok(v) if v.iter().any(|d| d.device_id == cam_id) => {}
+                Ok(_) => return nope(),
+                Err(e) => return unavailable(format!("the index cannot be read: {e}")),
+            },
             Err(e) => return unavailable(format!("the index cannot be read: {e}")),
         }
     }
@@ -191,6 +213,145 @@ pub(super) async fn ipfs(
         Err(e) if e.is_transient() => unavailable(format!("IPFS cannot deliver {cid} now: {e}")),
         Err(e) => internal(e),
     }
+}
+
+/// Is `name` a rendition name (1 to 16 of a-z, 0-9, '-', '_')?
+fn rendition_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 16
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+/// A master playlist of `[from, to)`: the source (`vod.m3u8`) and every rendition the transcoder made of it
+/// (`variants/<name>/vod.m3u8`), each with its bandwidth (and size, for renditions).
+#[route("/master.m3u8", method = "GET", method = "HEAD")]
+pub(super) async fn master(
+    state: web::Data<State>,
+    path: web::Path<String>,
+    q: web::Query<RangeQuery>,
+) -> HttpResponse {
+    let (cam, from, to) = match camera_and_range(&state, &path, &q) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let index = match state.index.get().await {
+        Ok(i) => i,
+        Err(e) => return unavailable(format!("the index cannot be reached: {e}")),
+    };
+    let variants = match index.variants(&cam.id, from - LOOK_BACK_MS, to).await {
+        Ok(v) => v,
+        Err(e) => return unavailable(format!("the index cannot be read: {e}")),
+    };
+    // The source's peak bit rate over the range, from its segments (the catalog for footage recorded here).
+    let (catalog, id) = (state.catalog.clone(), cam.id.clone());
+    let source_bps = match blocking(move || catalog.range(&id, from - LOOK_BACK_MS, to)).await {
+        Ok(rows) => rows
+            .iter()
+            .filter(|r| r.duration_ms > 0)
+            .map(|r| r.bytes as u64 * 8 * 1000 / r.duration_ms as u64)
+            .max(),
+        Err(r) => return r,
+    };
+    let source_bps = match source_bps {
+        Some(b) => b,
+        None => match index
+            .range(&Scope::Device(cam.id.clone()), from - LOOK_BACK_MS, to)
+            .await
+        {
+            Ok(docs) => docs
+                .iter()
+                .filter(|d| d.duration_ms > 0)
+                .map(|d| d.bytes as u64 * 8 * 1000 / d.duration_ms as u64)
+                .max()
+                .unwrap_or(2_000_000),
+            Err(e) => return unavailable(format!("the index cannot be read: {e}")),
+        },
+    };
+    let mut renditions: Vec<(String, i64, i64, u64)> = Vec::new();
+    for v in &variants {
+        let bps = if v.duration_ms > 0 {
+            v.bytes as u64 * 8 * 1000 / v.duration_ms as u64
+        } else {
+            0
+        };
+        match renditions.iter_mut().find(|r| r.0 == v.rendition) {
+            Some(r) => r.3 = r.3.max(bps),
+            None => renditions.push((v.rendition.clone(), v.width, v.height, bps)),
+        }
+    }
+    renditions.sort_by_key(|r| std::cmp::Reverse(r.1 * r.2));
+    let query: String = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("from", q.from.as_deref().unwrap_or_default())
+        .append_pair("to", q.to.as_deref().unwrap_or_default())
+        .finish();
+    let mut body = String::from("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-INDEPENDENT-SEGMENTS\n");
+    body += &format!(
+        "#EXT-X-STREAM-INF:BANDWIDTH={}\nvod.m3u8?{query}\n",
+        source_bps.max(1)
+    );
+    for (name, w, h, bps) in &renditions {
+        body += &format!(
+            "#EXT-X-STREAM-INF:BANDWIDTH={},RESOLUTION={w}x{h}\nvariants/{name}/vod.m3u8?{query}\n",
+            (*bps).max(1)
+        );
+    }
+    playlist_response(body, "max-age=10")
+}
+
+/// VOD of one rendition of a camera's footage, from the index's variants (segments served by CID).
+#[route("/variants/{rendition}/vod.m3u8", method = "GET", method = "HEAD")]
+pub(super) async fn variant_vod(
+    state: web::Data<State>,
+    path: web::Path<(String, String)>,
+    q: web::Query<RangeQuery>,
+) -> HttpResponse {
+    let (cam_id, rendition) = path.into_inner();
+    let (cam, from, to) = match camera_and_range(&state, &cam_id, &q) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    if !rendition_name(&rendition) {
+        return bad_request("a rendition name is 1 to 16 of a-z, 0-9, '-', '_'");
+    }
+    let index = match state.index.get().await {
+        Ok(i) => i,
+        Err(e) => return unavailable(format!("the index cannot be reached: {e}")),
+    };
+    let mut docs = match index.variants(&cam.id, from - LOOK_BACK_MS, to).await {
+        Ok(v) => v,
+        Err(e) => return unavailable(format!("the index cannot be read: {e}")),
+    };
+    docs.retain(|d| d.rendition == rendition && d.end_ms > from);
+    if docs.is_empty() {
+        return not_found(format!(
+            "no rendition {rendition:?} of camera {:?} in this range",
+            cam.id
+        ));
+    }
+    let entries: Vec<Entry> = docs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| Entry {
+            uri: format!("../../ipfs/{}.ts", d.cid),
+            start_ms: d.start_ms,
+            duration_ms: d.duration_ms.max(0) as u64,
+            discontinuity: i > 0 && d.session != docs[i - 1].session,
+        })
+        .collect();
+    playlist_response(
+        hls::render(&Playlist {
+            kind: Kind::Vod,
+            target_duration: cam.target_duration,
+            media_sequence: 0,
+            discontinuity_sequence: 0,
+            entries: &entries,
+            can_skip_until: None,
+            skipped: 0,
+        }),
+        "max-age=10",
+    )
 }
 
 fn segment_response(body: bytes::Bytes) -> HttpResponse {

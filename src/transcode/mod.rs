@@ -1,0 +1,597 @@
+//! The transcoder role: jobs (started and stopped by control-plane commands) that turn each new segment of a
+//! source camera into lower renditions with ffmpeg, add them to IPFS (pinned), and index them as variants of
+//! the source segment (`variants` in MongoDB, or the catalog). The web serves a master playlist with the
+//! source and its variants (`/cameras/<id>/master.m3u8`).
+//!
+//! The `transcoder` child follows the index, not a pubsub topic: for each job it asks for the camera's
+//! segments newer than the last one it transcoded (one range query from a cursor, so a round costs the new
+//! segments, not the history), reads each from this node's disk when it has it and through IPFS otherwise, and
+//! resumes after a restart from the newest variant in the catalog. A segment ffmpeg cannot read is skipped (and
+//! said); an IPFS or index outage pauses the job and retries with backoff.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use supervisors::{
+    Backoff, BackoffPolicy, ChildHandle, ChildSpec, Clock, ExitReason, FastRandJitter,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::catalog::Catalog;
+use crate::index::{IndexDoc, Scope, VariantDoc};
+use crate::ipfs::kubo::Kubo;
+
+/// At most this many renditions per job.
+pub const MAX_RENDITIONS: usize = 4;
+/// How often an idle transcoder looks for new segments.
+const POLL: Duration = Duration::from_secs(1);
+/// The longest one segment's transcoding may take.
+const FFMPEG_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// One rung of a job's ladder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rendition {
+    /// Its name in URLs: 1 to 16 of `a-z`, `0-9`, `-`, `_` (e.g. `360p`).
+    pub name: String,
+    pub width: u32,
+    pub height: u32,
+    pub video_kbps: u32,
+}
+
+/// A transcoding job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: String,
+    /// The source camera.
+    pub camera: String,
+    pub ladder: Vec<Rendition>,
+    /// When it started (ms): the first source segment transcoded is the one running then.
+    pub started_ms: i64,
+}
+
+/// `job.start`'s `public` part: `{job_id, camera, ladder: [{name, width, height, video_kbps}]}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobStart {
+    pub job_id: String,
+    pub camera: String,
+    pub ladder: Vec<Rendition>,
+}
+
+fn name_ok(s: &str, max: usize) -> bool {
+    !s.is_empty()
+        && s.len() <= max
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+impl JobStart {
+    /// Every problem of the request, in plain words.
+    pub fn check(&self) -> Result<(), String> {
+        let mut p = Vec::new();
+        if !name_ok(&self.job_id, 64) {
+            p.push("public.job_id: 1 to 64 of a-z, 0-9, '-', '_'".to_string());
+        }
+        if self.camera.is_empty() || self.camera.len() > 64 {
+            p.push("public.camera: a camera id".to_string());
+        }
+        if self.ladder.is_empty() || self.ladder.len() > MAX_RENDITIONS {
+            p.push(format!(
+                "public.ladder: 1 to {MAX_RENDITIONS} renditions, got {}",
+                self.ladder.len()
+            ));
+        }
+        for (i, r) in self.ladder.iter().enumerate() {
+            if !name_ok(&r.name, 16) {
+                p.push(format!(
+                    "public.ladder[{i}].name: 1 to 16 of a-z, 0-9, '-', '_'"
+                ));
+            }
+            if self.ladder[..i].iter().any(|o| o.name == r.name) {
+                p.push(format!(
+                    "public.ladder[{i}].name: {:?} appears twice",
+                    r.name
+                ));
+            }
+            if !(16..=3840).contains(&r.width) || r.width % 2 != 0 {
+                p.push(format!(
+                    "public.ladder[{i}].width: an even number from 16 to 3840, got {}",
+                    r.width
+                ));
+            }
+            if !(16..=2160).contains(&r.height) || r.height % 2 != 0 {
+                p.push(format!(
+                    "public.ladder[{i}].height: an even number from 16 to 2160, got {}",
+                    r.height
+                ));
+            }
+            if !(32..=50_000).contains(&r.video_kbps) {
+                p.push(format!(
+                    "public.ladder[{i}].video_kbps: 32 to 50000, got {}",
+                    r.video_kbps
+                ));
+            }
+        }
+        if p.is_empty() {
+            Ok(())
+        } else {
+            Err(p.join("; "))
+        }
+    }
+}
+
+/// The running jobs, shared by the control plane (which starts and stops them) and the transcoder child.
+#[derive(Debug, Default)]
+pub struct Jobs {
+    map: Mutex<BTreeMap<String, Job>>,
+    changed: tokio::sync::Notify,
+}
+
+impl Jobs {
+    pub fn from(jobs: Vec<Job>) -> Jobs {
+        Jobs {
+            map: Mutex::new(jobs.into_iter().map(|j| (j.id.clone(), j)).collect()),
+            changed: tokio::sync::Notify::new(),
+        }
+    }
+
+    pub fn list(&self) -> Vec<Job> {
+        self.map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    pub fn get(&self, id: &str) -> Option<Job> {
+        self.map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Add or replace a job (the transcoder picks it up at once).
+    pub fn put(&self, job: Job) {
+        self.map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(job.id.clone(), job);
+        self.changed.notify_one();
+    }
+
+    /// Remove a job; returns it.
+    pub fn remove(&self, id: &str) -> Option<Job> {
+        let j = self
+            .map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+        self.changed.notify_one();
+        j
+    }
+
+    /// The jobs as stored in the catalog (`control_meta` key `jobs`).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(&self.list()).unwrap_or_else(|_| "[]".into())
+    }
+}
+
+/// What the transcoder uses.
+pub struct Deps {
+    pub jobs: Arc<Jobs>,
+    pub catalog: Arc<Catalog>,
+    pub index: Arc<crate::index::Shared>,
+    pub kubo: Kubo,
+    pub data_dir: PathBuf,
+    pub node_id: String,
+    pub ffmpeg: String,
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+/// The `transcoder` child of `services`.
+pub fn child_spec(deps: Arc<Deps>) -> ChildSpec {
+    ChildSpec::worker("transcoder", move |cx| {
+        let stop = CancellationToken::new();
+        let run = run(deps.clone(), cx.clock(), cx.path.clone(), stop.clone());
+        Ok(ChildHandle::task(run, move || stop.cancel()))
+    })
+    .about("transcoder role: each new segment of a job's camera → its renditions (ffmpeg) → IPFS → index")
+}
+
+/// Why one segment was not transcoded.
+enum Failure {
+    /// A dependency (IPFS, the index, the disk) is not there: retry later.
+    Retry(String),
+    /// The segment cannot be transcoded (ffmpeg refuses it): skip it.
+    Skip(String),
+}
+
+async fn run(
+    deps: Arc<Deps>,
+    clock: Arc<dyn Clock>,
+    path: String,
+    stop: CancellationToken,
+) -> ExitReason {
+    let jitter = FastRandJitter::new();
+    let mut backoff = Backoff::new(BackoffPolicy {
+        initial: Duration::from_secs(1),
+        max: Duration::from_secs(30),
+        ..BackoffPolicy::default()
+    });
+    // Per job: the start of the newest source segment done.
+    let mut cursors: BTreeMap<String, i64> = BTreeMap::new();
+    tracing::info!(actor = %path, jobs = deps.jobs.len(), "transcoder running");
+    loop {
+        let jobs = deps.jobs.list();
+        cursors.retain(|id, _| jobs.iter().any(|j| &j.id == id));
+        let mut worked = false;
+        let mut retry: Option<String> = None;
+        for job in &jobs {
+            if stop.is_cancelled() {
+                return ExitReason::Normal;
+            }
+            match round(&deps, job, &mut cursors, &path).await {
+                Ok(n) => worked |= n > 0,
+                Err(why) => {
+                    retry = Some(why);
+                    break;
+                }
+            }
+        }
+        if let Some(why) = retry {
+            let (attempt, delay) = backoff.next_delay(&jitter);
+            tracing::warn!(actor = %path, attempt, delay_ms = delay.as_millis() as u64,
+                "transcoding paused: {why}; trying again after the delay");
+            tokio::select! {
+                _ = clock.sleep(delay) => {}
+                _ = stop.cancelled() => return ExitReason::Normal,
+            }
+            continue;
+        }
+        backoff.reset();
+        if !worked {
+            tokio::select! {
+                _ = clock.sleep(POLL) => {}
+                _ = deps.jobs.changed.notified() => {}
+                _ = stop.cancelled() => return ExitReason::Normal,
+            }
+        }
+    }
+}
+
+/// One look at one job: transcode up to a few new source segments. Returns how many were done.
+async fn round(
+    deps: &Arc<Deps>,
+    job: &Job,
+    cursors: &mut BTreeMap<String, i64>,
+    path: &str,
+) -> Result<usize, String> {
+    let cursor = match cursors.get(&job.id) {
+        Some(c) => *c,
+        None => {
+            let id = job.id.clone();
+            let resume = deps
+                .catalog
+                .run(move |c| c.job_resume_point(&id))
+                .await
+                .map_err(|e| e.to_string())?;
+            // A new job starts with the segment running when it was started.
+            let c = resume.unwrap_or(job.started_ms - 60_000);
+            cursors.insert(job.id.clone(), c);
+            c
+        }
+    };
+    let index = deps.index.get().await.map_err(|e| e.to_string())?;
+    let now = chrono::Utc::now().timestamp_millis();
+    let docs = index
+        .range(&Scope::Device(job.camera.clone()), cursor + 1, now + 60_000)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut done = 0;
+    // A few per round, so that other jobs and a stop are not held up.
+    for doc in docs.iter().filter(|d| d.end_ms > job.started_ms).take(4) {
+        let t = std::time::Instant::now();
+        match transcode(deps, job, doc).await {
+            Ok(n) => {
+                tracing::info!(actor = %path, job = %job.id, segment = %doc.id, renditions = n,
+                    took_ms = t.elapsed().as_millis() as u64, "transcoded");
+                let age = chrono::Utc::now().timestamp_millis() - doc.end_ms;
+                deps.metrics.stage_done(
+                    "transcode",
+                    Some(t.elapsed()),
+                    Duration::from_millis(age.max(0) as u64),
+                );
+            }
+            Err(Failure::Skip(why)) => {
+                tracing::warn!(actor = %path, job = %job.id, segment = %doc.id,
+                    "cannot transcode this segment ({why}); skipping it");
+                deps.metrics.set_aside();
+            }
+            Err(Failure::Retry(why)) => return Err(why),
+        }
+        cursors.insert(job.id.clone(), doc.start_ms);
+        done += 1;
+    }
+    // Segments that ended before the job started are passed over.
+    if let Some(last) = docs
+        .iter()
+        .filter(|d| d.end_ms <= job.started_ms)
+        .map(|d| d.start_ms)
+        .max()
+        && done == 0
+    {
+        cursors.insert(job.id.clone(), last);
+    }
+    Ok(done)
+}
+
+/// The source segment's bytes in a file: this node's copy, else fetched through IPFS into `tmp`.
+async fn source_file(deps: &Deps, doc: &IndexDoc, tmp: &Path) -> Result<PathBuf, Failure> {
+    let cid = doc.cid.clone();
+    let local = deps
+        .catalog
+        .run(move |c| c.by_cid(&cid))
+        .await
+        .map_err(|e| Failure::Retry(e.to_string()))?;
+    if let Some(row) = local {
+        let p = deps.data_dir.join(&row.path);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    let bytes = deps
+        .kubo
+        .cat_bytes(&doc.cid)
+        .await
+        .map_err(|e| Failure::Retry(format!("fetching {} through IPFS: {e}", doc.cid)))?;
+    tokio::fs::write(tmp, bytes)
+        .await
+        .map_err(|e| Failure::Retry(format!("writing {}: {e}", tmp.display())))?;
+    Ok(tmp.to_path_buf())
+}
+
+/// `<data>/variants/<camera>/<job>/<rendition>/<session>/seg_<seq>.ts`
+fn variant_path(job: &Job, r: &Rendition, doc: &IndexDoc) -> String {
+    format!(
+        "variants/{}/{}/{}/{}/seg_{:05}.ts",
+        job.camera, job.id, r.name, doc.session, doc.seq
+    )
+}
+
+/// The ffmpeg arguments that make every rendition of `input` in one run (source timestamps kept, so the
+/// variants line up with the source and each other).
+pub fn ffmpeg_args(input: &Path, outputs: &[(&Rendition, PathBuf)]) -> Vec<String> {
+    let mut a: Vec<String> = [
+        "-nostdin",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-y",
+        "-copyts",
+        "-i",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    a.push(input.display().to_string());
+    for (r, out) in outputs {
+        let k = r.video_kbps;
+        a.extend([
+            "-map".to_string(),
+            "0:v:0".into(),
+            "-map".into(),
+            "0:a?".into(),
+            "-vf".into(),
+            format!("scale={}:{}", r.width, r.height),
+            "-c:v".into(),
+            "libx264".into(),
+            "-preset".into(),
+            "veryfast".into(),
+            "-profile:v".into(),
+            "main".into(),
+            "-pix_fmt".into(),
+            "yuv420p".into(),
+            "-b:v".into(),
+            format!("{k}k"),
+            "-maxrate".into(),
+            format!("{k}k"),
+            "-bufsize".into(),
+            format!("{}k", 2 * k),
+            "-c:a".into(),
+            "aac".into(),
+            "-b:a".into(),
+            "96k".into(),
+            "-muxdelay".into(),
+            "0".into(),
+            "-f".into(),
+            "mpegts".into(),
+        ]);
+        a.push(out.display().to_string());
+    }
+    a
+}
+
+/// Transcode one source segment into every rendition of `job`, add, pin, catalogue and index each.
+async fn transcode(deps: &Arc<Deps>, job: &Job, doc: &IndexDoc) -> Result<usize, Failure> {
+    let tmp_dir = deps.data_dir.join("variants").join(".tmp");
+    tokio::fs::create_dir_all(&tmp_dir)
+        .await
+        .map_err(|e| Failure::Retry(format!("creating {}: {e}", tmp_dir.display())))?;
+    let fetched = tmp_dir.join(format!("{}-source.ts", job.id));
+    let input = source_file(deps, doc, &fetched).await?;
+    let mut outputs = Vec::new();
+    for r in &job.ladder {
+        let rel = variant_path(job, r, doc);
+        let full = deps.data_dir.join(&rel);
+        if let Some(dir) = full.parent() {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(|e| Failure::Retry(format!("creating {}: {e}", dir.display())))?;
+        }
+        outputs.push((r, rel, full));
+    }
+    let tmp_outs: Vec<(&Rendition, PathBuf)> = outputs
+        .iter()
+        .map(|(r, _, full)| (*r, full.with_extension("ts.tmp")))
+        .collect();
+    let args = ffmpeg_args(&input, &tmp_outs);
+    let run = tokio::process::Command::new(&deps.ffmpeg)
+        .args(&args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| Failure::Retry(format!("cannot start {}: {e}", deps.ffmpeg)))?;
+    let out = match tokio::time::timeout(FFMPEG_TIMEOUT, run.wait_with_output()).await {
+        Ok(Ok(o)) => o,
+        Ok(Err(e)) => return Err(Failure::Retry(format!("ffmpeg: {e}"))),
+        Err(_) => {
+            return Err(Failure::Skip(format!(
+                "ffmpeg took over {} s",
+                FFMPEG_TIMEOUT.as_secs()
+            )));
+        }
+    };
+    if input == fetched {
+        let _ = tokio::fs::remove_file(&fetched).await;
+    }
+    if !out.status.success() {
+        for (_, t) in &tmp_outs {
+            let _ = tokio::fs::remove_file(t).await;
+        }
+        let err = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = err.lines().rev().take(3).collect();
+        return Err(Failure::Skip(format!(
+            "ffmpeg {}: {}",
+            out.status,
+            tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+        )));
+    }
+    let index = deps
+        .index
+        .get()
+        .await
+        .map_err(|e| Failure::Retry(e.to_string()))?;
+    for ((r, rel, full), (_, tmp)) in outputs.iter().zip(&tmp_outs) {
+        tokio::fs::rename(tmp, full)
+            .await
+            .map_err(|e| Failure::Retry(format!("renaming {}: {e}", tmp.display())))?;
+        let added = deps
+            .kubo
+            .add_file(full)
+            .await
+            .map_err(|e| Failure::Retry(e.to_string()))?;
+        deps.kubo
+            .pin_add(&added.cid)
+            .await
+            .map_err(|e| Failure::Retry(e.to_string()))?;
+        let v = VariantDoc {
+            id: format!("{}/{}", doc.id, r.name),
+            variant_of: doc.id.clone(),
+            source_cid: doc.cid.clone(),
+            rendition: r.name.clone(),
+            width: i64::from(r.width),
+            height: i64::from(r.height),
+            video_kbps: i64::from(r.video_kbps),
+            cid: added.cid.clone(),
+            factory_id: doc.factory_id.clone(),
+            device_id: doc.device_id.clone(),
+            session: doc.session.clone(),
+            seq: doc.seq,
+            start_ms: doc.start_ms,
+            end_ms: doc.end_ms,
+            duration_ms: doc.duration_ms,
+            bytes: added.size as i64,
+            job_id: job.id.clone(),
+            node_id: deps.node_id.clone(),
+        };
+        let (row, rel2) = (v.clone(), rel.clone());
+        deps.catalog
+            .run(move |c| c.put_variant_at(&row, Some(&rel2)))
+            .await
+            .map_err(|e| Failure::Retry(e.to_string()))?;
+        index
+            .upsert_variant(&v)
+            .await
+            .map_err(|e| Failure::Retry(e.to_string()))?;
+    }
+    Ok(outputs.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(name: &str, w: u32, h: u32, k: u32) -> Rendition {
+        Rendition {
+            name: name.into(),
+            width: w,
+            height: h,
+            video_kbps: k,
+        }
+    }
+
+    #[test]
+    fn a_ladder_is_checked_rung_by_rung() {
+        let good = JobStart {
+            job_id: "j1".into(),
+            camera: "cam1".into(),
+            ladder: vec![r("360p", 640, 360, 800), r("180p", 320, 180, 300)],
+        };
+        assert!(good.check().is_ok());
+        let bad = JobStart {
+            job_id: "J 1".into(),
+            camera: "cam1".into(),
+            ladder: vec![r("360p", 641, 360, 800), r("360p", 320, 0, 10)],
+        };
+        let e = bad.check().unwrap_err();
+        for needle in [
+            "public.job_id",
+            "ladder[0].width",
+            "ladder[1].name: \"360p\" appears twice",
+            "ladder[1].height",
+            "ladder[1].video_kbps",
+        ] {
+            assert!(e.contains(needle), "{needle}: {e}");
+        }
+        let empty = JobStart {
+            ladder: vec![],
+            ..good.clone()
+        };
+        assert!(empty.check().unwrap_err().contains("1 to 4 renditions"));
+    }
+
+    #[test]
+    fn one_ffmpeg_run_makes_every_rendition_with_source_timestamps() {
+        let a = ffmpeg_args(
+            Path::new("/in.ts"),
+            &[
+                (&r("360p", 640, 360, 800), PathBuf::from("/a.ts.tmp")),
+                (&r("180p", 320, 180, 300), PathBuf::from("/b.ts.tmp")),
+            ],
+        );
+        let s = a.join(" ");
+        assert!(s.contains("-copyts -i /in.ts"), "{s}");
+        assert!(
+            s.contains("scale=640:360") && s.contains("scale=320:180"),
+            "{s}"
+        );
+        assert!(s.contains("-b:v 800k -maxrate 800k -bufsize 1600k"), "{s}");
+        assert!(s.ends_with("-f mpegts /b.ts.tmp"), "{s}");
+    }
+}
