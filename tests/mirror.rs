@@ -320,6 +320,58 @@ fn a_mirror_keeps_byte_identical_copies_and_any_node_replays_through_ipfs() {
     let vod_url = format!("http://{}/cameras/cam1/vod.m3u8?{q}", replay.vigil.addr);
     let played = ffprobe_duration(&vod_url);
     assert!(played > 6.0, "{played}");
+    // The distributor role: live and today's day playlist of a camera it does not record, from the index.
+    let day = replay.vigil.get("/cameras/cam1/day.m3u8");
+    assert_eq!(day.status, 200, "{}", day.text());
+    let day_uris = playlist_uris(&day.text());
+    assert!(
+        day_uris.len() >= 6 && day_uris.iter().all(|u| u.starts_with("ipfs/")),
+        "{}",
+        day.text()
+    );
+    assert!(
+        !day.text().contains("#EXT-X-ENDLIST"),
+        "today is not over: {}",
+        day.text()
+    );
+    let played = play_snapshot(
+        &replay.vigil.addr,
+        "/cameras/cam1/",
+        &day.text(),
+        dir.path(),
+    );
+    assert!(played > 10.0, "the distributor's day plays {played} s");
+    let seq_of = |text: &str| -> HashMap<String, u64> {
+        let first: u64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))
+            .unwrap()
+            .parse()
+            .unwrap();
+        playlist_uris(text)
+            .into_iter()
+            .enumerate()
+            .map(|(i, u)| (u, first + i as u64))
+            .collect()
+    };
+    let live1 = replay.vigil.get("/cameras/cam1/live.m3u8").text();
+    let before = playlist_uris(&day.text()).len();
+    wait_until(
+        "a new segment in the distributor's day",
+        Duration::from_secs(20),
+        || playlist_uris(&replay.vigil.get("/cameras/cam1/day.m3u8").text()).len() > before,
+    );
+    let live2 = replay.vigil.get("/cameras/cam1/live.m3u8").text();
+    let (s1, s2) = (seq_of(&live1), seq_of(&live2));
+    let shared: Vec<_> = s1.keys().filter(|u| s2.contains_key(*u)).collect();
+    assert!(!shared.is_empty(), "{live1}\n{live2}");
+    for u in shared {
+        assert_eq!(
+            s1[u], s2[u],
+            "a segment keeps its media sequence number as the window slides"
+        );
+    }
+    assert_ne!(live1, live2, "the live window moved");
     // A CID of cam1 asked for under cam2 is not served: the index ties it to cam1 only.
     let r = replay.vigil.get(&format!("/cameras/cam2/{}", uris[0]));
     assert_eq!(r.status, 404, "{}", r.text());

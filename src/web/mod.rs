@@ -173,6 +173,8 @@ struct State {
     ipfs_link: Option<crate::ipfs::link::Link>,
     index_link: Option<Arc<crate::metrics::LinkCell>>,
     amqp_link: Option<Arc<crate::metrics::LinkCell>>,
+    /// Days of cameras recorded elsewhere, from the index (the distributor role).
+    days: remote::Days,
     /// The free-space floors (`/metrics`).
     retention: crate::config::RetentionConfig,
 }
@@ -330,6 +332,13 @@ async fn live(state: web::Data<State>, path: web::Path<String>) -> HttpResponse 
         Ok(c) => c,
         Err(r) => return r,
     };
+    if cam.kind == "remote" {
+        let today = jiff::Timestamp::now().to_zoned(state.tz.clone()).date();
+        return match day_bounds(&state.tz, today) {
+            Ok((from, to)) => remote::live(&state, &cam, from, to).await,
+            Err(m) => bad_request(m),
+        };
+    }
     let (catalog, window) = (state.catalog.clone(), state.live_window);
     let key = format!("live/{}", cam.id);
     let built = cached_playlist(&state, key, move || {
@@ -405,6 +414,9 @@ async fn day(
         Ok(b) => b,
         Err(m) => return bad_request(m),
     };
+    if cam.kind == "remote" {
+        return remote::day(&state, &cam, from, to, date == today, sliding).await;
+    }
     let catalog = state.catalog.clone();
     if date == today {
         let delta = match q.skip.as_deref() {
@@ -894,6 +906,7 @@ pub fn child_spec(
         ipfs_link: shared.ipfs_link,
         index_link: shared.index_link,
         amqp_link: shared.amqp_link,
+        days: Default::default(),
         retention: config.retention.clone(),
     });
     ChildSpec::worker("web", move |cx| {

@@ -16,7 +16,9 @@ use super::{
 };
 use crate::auth::Principal;
 use crate::hls::{self, Entry, Kind, Playlist};
-use crate::index::Scope;
+use std::sync::Arc;
+
+use crate::index::{IndexDoc, Scope};
 use crate::pipeline::announce::plausible_cid;
 
 /// Segments look back this far for the one running at a range's start.
@@ -136,6 +138,148 @@ pub(super) async fn vod(state: &State, cam: &CameraInfo, from: i64, to: i64) -> 
             skipped: 0,
         }),
         "max-age=60",
+    )
+}
+
+/// The distributor's view of cameras recorded elsewhere: per camera, the index's documents of one day, kept
+/// and extended by a range query from the newest one (at most once a second), so a viewer's reload costs the
+/// new segments, not the day.
+#[derive(Default)]
+pub struct Days(std::sync::Mutex<std::collections::HashMap<String, Arc<DayDocs>>>);
+
+pub struct DayDocs {
+    from: i64,
+    docs: Vec<IndexDoc>,
+    fetched: std::time::Instant,
+}
+
+/// How often a remote camera's day is read again from the index.
+const DAY_REFRESH: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl Days {
+    /// Documents of camera `cam` starting in `[from, to)`, newest first fetched when older than a second.
+    async fn get(
+        &self,
+        state: &State,
+        cam: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<Arc<DayDocs>, HttpResponse> {
+        let cached = self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(cam)
+            .cloned()
+            .filter(|d| d.from == from);
+        if let Some(d) = &cached
+            && d.fetched.elapsed() < DAY_REFRESH
+        {
+            return Ok(d.clone());
+        }
+        let index = state
+            .index
+            .get()
+            .await
+            .map_err(|e| unavailable(format!("the index cannot be reached: {e}")))?;
+        let since = cached
+            .as_ref()
+            .and_then(|d| d.docs.last())
+            .map_or(from, |d| d.start_ms);
+        let mut fresh = index
+            .range(&Scope::Device(cam.to_string()), since, to)
+            .await
+            .map_err(|e| unavailable(format!("the index cannot be read: {e}")))?;
+        let mut docs = cached.map(|d| d.docs.clone()).unwrap_or_default();
+        let known: std::collections::HashSet<String> = docs
+            .iter()
+            .rev()
+            .take_while(|d| d.start_ms >= since)
+            .map(|d| d.id.clone())
+            .collect();
+        fresh.retain(|d| !known.contains(&d.id));
+        docs.extend(fresh);
+        let day = Arc::new(DayDocs {
+            from,
+            docs,
+            fetched: std::time::Instant::now(),
+        });
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(cam.to_string(), day.clone());
+        Ok(day)
+    }
+}
+
+fn entries_of(docs: &[IndexDoc]) -> Vec<Entry> {
+    docs.iter()
+        .enumerate()
+        .map(|(i, d)| Entry {
+            uri: format!("ipfs/{}.ts", d.cid),
+            start_ms: d.start_ms,
+            duration_ms: d.duration_ms.max(0) as u64,
+            discontinuity: i > 0 && d.session != docs[i - 1].session,
+        })
+        .collect()
+}
+
+/// Today's day playlist (EVENT while the day runs; sliding when `sliding`) of a camera recorded elsewhere.
+pub(super) async fn day(
+    state: &State,
+    cam: &CameraInfo,
+    from: i64,
+    to: i64,
+    today: bool,
+    sliding: bool,
+) -> HttpResponse {
+    let day = match state.days.get(state, &cam.id, from, to).await {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    let entries = entries_of(&day.docs);
+    let kind = match (today, sliding) {
+        (false, _) => Kind::Vod,
+        (true, true) => Kind::Live,
+        (true, false) => Kind::Event,
+    };
+    playlist_response(
+        hls::render(&Playlist {
+            kind,
+            target_duration: cam.target_duration,
+            media_sequence: 0,
+            discontinuity_sequence: 0,
+            entries: &entries,
+            can_skip_until: None,
+            skipped: 0,
+        }),
+        if today { "no-cache" } else { "max-age=60" },
+    )
+}
+
+/// The live window (the last `window` segments of today) of a camera recorded elsewhere. Sequence numbers count
+/// from the day's first segment, so they stay put as the window slides.
+pub(super) async fn live(state: &State, cam: &CameraInfo, from: i64, to: i64) -> HttpResponse {
+    let day = match state.days.get(state, &cam.id, from, to).await {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    let all = entries_of(&day.docs);
+    let skip = all.len().saturating_sub(state.live_window);
+    // The discontinuities that slid out of the window.
+    let disc_before = all[..skip].iter().filter(|e| e.discontinuity).count();
+    let entries = &all[skip..];
+    playlist_response(
+        hls::render(&Playlist {
+            kind: Kind::Live,
+            target_duration: cam.target_duration,
+            media_sequence: skip as u64,
+            discontinuity_sequence: disc_before as u64,
+            entries,
+            can_skip_until: None,
+            skipped: 0,
+        }),
+        "no-cache",
     )
 }
 
