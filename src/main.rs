@@ -515,6 +515,18 @@ fn main() -> ExitCode {
                         }
                     );
                 }
+                if let Some(ctl) = &c.control {
+                    // The key is read at start: a missing or short one would stop `vigil run`.
+                    if let Err(e) = vigil::control::command::Key::load(&ctl.key_file) {
+                        eprintln!("error: control.key_file: {e}");
+                        return ExitCode::from(2);
+                    }
+                    println!(
+                        "  control plane: queue {} on the broker in control.amqp_url, key {}",
+                        ctl.node_queue(&c.node_id),
+                        ctl.key_file.display()
+                    );
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {

@@ -13,7 +13,10 @@
 //!
 //! With `[ipfs]` configured, `services` also runs `ipfs_link`, `pinner`, `indexer` and `publisher` before
 //! `web`; `mirror` (the storage role) when a remote camera is mirrored, and `replicas` (counting mirrors'
-//! copies for retention) when this node records cameras. Later stages (Control) join `services` too.
+//! copies for retention) when this node records cameras. With `[control]`, `services` runs `control` (the AMQP
+//! consumer, before `retention` and `web`) and, with `[ipfs]` and the transcoder role, `transcoder`. The
+//! control plane adds and removes cameras, and starts and stops `mirror` and `transcoder` as roles change, at
+//! run time; what it changed is merged over the config at start (see `control`).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -158,6 +158,12 @@ fn commands_add_change_and_remove_cameras_and_the_state_survives_a_restart() {
         ),
     );
     assert!(v.get("/api/cameras").text().contains("\"cam1\""));
+    let m = v.get("/metrics").text();
+    assert!(m.contains("vigil_link_up{link=\"amqp\"} 1"), "{m}");
+    assert!(
+        m.contains("vigil_control_commands_total{result=\"ok\"} 1"),
+        "{m}"
+    );
     assert_eq!(ffmpeg_under(&n.data.join("cam1")).len(), 1);
 
     // The same signed command again (a redelivery): answered from memory, applied once.
@@ -511,8 +517,15 @@ fn a_broker_restart_mid_stream_loses_no_command_and_applies_none_twice() {
         publish_confirmed(&ch, "test", &commands, None).await;
         let _ = conn.close(200, "done".into()).await;
     });
-    // The broker goes down while the node works through them, and comes back with its data.
-    broker.restart();
+    // The broker goes down while the node works through them (the node shows the link down), and comes back
+    // with its data.
+    broker.stop();
+    wait_until("the AMQP link shown down", Duration::from_secs(15), || {
+        v.get("/metrics")
+            .text()
+            .contains("vigil_link_up{link=\"amqp\"} 0")
+    });
+    broker.start_again();
     let c = catalog(&n.data);
     let took = wait_until(
         "every command applied after the broker restart",

@@ -998,3 +998,122 @@ pub fn refused(id: Option<String>, node: String, r: &Refusal) -> Reply {
         result: None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::command::{Draft, Key, Private, check};
+    use super::*;
+
+    /// The example in docs/control.md is a command this node accepts once signed, and its camera is one
+    /// `camera.add` can read.
+    #[test]
+    fn the_documented_example_is_a_valid_command() {
+        let doc = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/control.md"),
+        )
+        .unwrap();
+        let block = doc
+            .split("```json\n")
+            .nth(1)
+            .and_then(|b| b.split("```").next())
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(block).unwrap();
+        let s = |k: &str| v[k].as_str().unwrap().to_string();
+        let mut private = Private::default();
+        for (k, val) in v["private"].as_object().unwrap() {
+            private.insert(k.clone(), val.as_str().unwrap());
+        }
+        let key = Key::from_file_bytes(&[b'k'; 32]).unwrap();
+        let body = Draft {
+            id: s("id"),
+            kind: s("kind"),
+            node: s("node"),
+            issued_at: s("issued_at"),
+            public: v["public"].as_object().unwrap().clone(),
+            private,
+        }
+        .sign(&key);
+        let at = chrono::DateTime::parse_from_rfc3339(&s("issued_at"))
+            .unwrap()
+            .timestamp_millis();
+        let cmd = check(&body, &key, &s("node"), at, 300_000).unwrap();
+        let cam: CameraSettings = serde_json::from_value(cmd.public["camera"].clone()).unwrap();
+        assert_eq!(cam.id, "gate");
+        // The documented JSON Schema is JSON.
+        let schema = doc
+            .split("## JSON Schema\n\n```json\n")
+            .nth(1)
+            .and_then(|b| b.split("```").next())
+            .unwrap();
+        let schema: serde_json::Value = serde_json::from_str(schema).unwrap();
+        let kinds: Vec<&str> = schema["properties"]["kind"]["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k.as_str().unwrap())
+            .collect();
+        assert_eq!(kinds, command::Kind::ALL.map(command::Kind::as_str));
+    }
+
+    #[test]
+    fn commands_win_over_the_file_for_the_cameras_they_touched() {
+        let config = Config::parse(
+            "node_id = \"n1\"\ndata_dir = \"/d\"\n[control]\namqp_url = \"amqp://127.0.0.1\"\nkey_file = \"k\"\n\
+             [[cameras]]\nid = \"a\"\nfactory_id = \"f\"\nurl = \"rtsp://h/a\"\n\
+             [[cameras]]\nid = \"b\"\nfactory_id = \"f\"\nurl = \"rtsp://h/b\"\n",
+            std::path::Path::new("t.toml"),
+        )
+        .unwrap();
+        let catalog = Catalog::in_memory().unwrap();
+        let stored = |id: &str, url: &str| {
+            serde_json::to_string(&StoredCamera {
+                settings: CameraSettings {
+                    id: id.into(),
+                    factory_id: "g".into(),
+                    url: url.into(),
+                    segment_seconds: Some(4),
+                    stall_seconds: None,
+                    target_duration: None,
+                },
+                username: Some("u".into()),
+                password: Some("p4ss".into()),
+            })
+            .unwrap()
+        };
+        for (cmd, cam, state, url) in [
+            ("1", "b", "removed", "rtsp://h/b"),
+            ("2", "c", "active", "rtsp://h/c"),
+            ("3", "a", "active", "rtsp://h/a2"),
+        ] {
+            let change = ControlChange {
+                camera: Some((cam.into(), state.into(), stored(cam, url))),
+                meta: None,
+            };
+            let ok = CommandOutcome {
+                kind: "camera.add".into(),
+                ok: true,
+                reason: None,
+                detail: None,
+                result: None,
+            };
+            catalog.record_command(cmd, &ok, &change, 0).unwrap();
+        }
+        let (recorded, served) = merged_cameras(&config, &catalog).unwrap();
+        let ids: Vec<(&str, &str, u32)> = recorded
+            .iter()
+            .map(|c| (c.id.as_str(), c.factory_id.as_str(), c.segment_seconds))
+            .collect();
+        assert_eq!(ids, [("a", "g", 4), ("c", "g", 4)]);
+        assert_eq!(recorded[0].url.expose(), "rtsp://u:p4ss@h/a2");
+        assert_eq!(
+            served.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+            ["b"]
+        );
+        // Without [control], the file alone.
+        let mut plain = config.clone();
+        plain.control = None;
+        let (recorded, served) = merged_cameras(&plain, &catalog).unwrap();
+        assert_eq!(recorded.len(), 2);
+        assert!(served.is_empty());
+    }
+}

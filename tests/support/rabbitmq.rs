@@ -134,6 +134,12 @@ impl Broker {
         self.start_server();
     }
 
+    /// Start a stopped broker again, with its data.
+    pub fn start_again(&mut self) {
+        assert!(self.server.is_none(), "the broker is running");
+        self.start_server();
+    }
+
     /// The broker's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
