@@ -28,6 +28,8 @@ use crate::ipfs::kubo::Kubo;
 pub const MAX_RENDITIONS: usize = 4;
 /// How often an idle transcoder looks for new segments.
 const POLL: Duration = Duration::from_secs(1);
+/// How much source time one index query of a job covers.
+const CATCH_UP_MS: i64 = 600_000;
 /// The longest one segment's transcoding may take.
 const FFMPEG_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -297,10 +299,17 @@ async fn round(
     };
     let index = deps.index.get().await.map_err(|e| e.to_string())?;
     let now = chrono::Utc::now().timestamp_millis();
+    // At most ten minutes of source per query: a job that was off for days catches up in steps, never with one
+    // query over the whole stretch.
+    let upto = (cursor + CATCH_UP_MS).min(now + 60_000);
     let docs = index
-        .range(&Scope::Device(job.camera.clone()), cursor + 1, now + 60_000)
+        .range(&Scope::Device(job.camera.clone()), cursor + 1, upto)
         .await
         .map_err(|e| e.to_string())?;
+    if docs.is_empty() && upto < now {
+        cursors.insert(job.id.clone(), upto - 1);
+        return Ok(1);
+    }
     let mut done = 0;
     // A few per round, so that other jobs and a stop are not held up.
     for doc in docs.iter().filter(|d| d.end_ms > job.started_ms).take(4) {
