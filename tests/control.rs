@@ -7,7 +7,7 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::bed::Bed;
@@ -61,32 +61,8 @@ fn node_with(broker: &Broker, cameras: &[(&str, String)], top: &str, extra: &str
 
 /// `vigil ctl ARGS --config CONFIG` with `stdin`: exit code and what it printed.
 fn ctl(config: &Path, args: &[&str], stdin: &str) -> (i32, String) {
-    use std::io::Write as _;
-    let mut child = Command::new(VIGIL)
-        .arg("ctl")
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    let all: Vec<&str> = std::iter::once("ctl").chain(args.iter().copied()).collect();
+    vigil_try(config, &all, stdin)
 }
 
 fn reply(text: &str) -> serde_json::Value {
@@ -205,6 +181,39 @@ fn commands_add_change_and_remove_cameras_and_the_state_survives_a_restart() {
         segments(&n.data, "cam2") >= 1
     });
     assert_eq!(ffmpeg_under(&n.data.join("cam2")).len(), 1, "applied once");
+
+    // camera.update restarts it with the new settings: a new session folder, one ffmpeg.
+    let before = sessions(&n.data, "cam2").len();
+    let (code, out) = ctl(
+        &n.config,
+        &[
+            "camera",
+            "update",
+            "--node",
+            "test",
+            "--id",
+            "cam2",
+            "--factory",
+            "factory-a",
+            "--url",
+            &cam.url(2),
+            "--username",
+            "user",
+            "--password-stdin",
+            "--segment-seconds",
+            "4",
+        ],
+        &format!("{SECRET}\n"),
+    );
+    assert_eq!(code, 0, "{out}");
+    wait_until(
+        "cam2 recording in a new session",
+        Duration::from_secs(30),
+        || {
+            sessions(&n.data, "cam2").len() > before
+                && ffmpeg_under(&n.data.join("cam2")).len() == 1
+        },
+    );
 
     // camera.add of a camera that exists: a conflict, nothing changes.
     let (code, out) = add_camera(&n, &cam, "cam1", 1);

@@ -322,6 +322,51 @@ async fn session(
     }
 }
 
+/// A server-named queue of this connection only (gone with it), optionally bound to `(exchange, key)`, and a
+/// consumer of it that acknowledges on delivery.
+async fn private_queue(
+    ch: &Channel,
+    tag: &str,
+    bind: Option<(String, &str)>,
+) -> Result<(ShortString, lapin::Consumer)> {
+    let q = ch
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| amqp_err("queue.declare", e))?;
+    if let Some((exchange, key)) = bind {
+        ch.queue_bind(
+            q.name().clone(),
+            exchange.as_str().into(),
+            key.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| amqp_err("queue.bind", e))?;
+    }
+    let consumer = ch
+        .basic_consume(
+            q.name().clone(),
+            tag.into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| amqp_err("basic.consume", e))?;
+    Ok((q.name().clone(), consumer))
+}
+
 /// Publish a signed command `body` for `node` and wait up to `within` for its reply (`vigil ctl send`).
 pub async fn send(
     config: &ControlConfig,
@@ -338,37 +383,14 @@ pub async fn send(
     declare_shared(&ch, config).await?;
     // The node's queue too: a command sent before the node first connected waits for it there.
     declare_node_queue(&ch, config, node).await?;
-    let reply_queue = ch
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .map_err(|e| amqp_err("queue.declare (replies)", e))?;
-    let mut replies = ch
-        .basic_consume(
-            reply_queue.name().clone(),
-            "vigil-ctl".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .map_err(|e| amqp_err("basic.consume (replies)", e))?;
+    let (reply_queue, mut replies) = private_queue(&ch, "vigil-ctl", None).await?;
     ch.basic_publish(
         config.exchange().as_str().into(),
         node.into(),
         BasicPublishOptions::default(),
         body,
         json_props()
-            .with_reply_to(reply_queue.name().clone())
+            .with_reply_to(reply_queue)
             .with_correlation_id(id.into()),
     )
     .await
@@ -409,39 +431,12 @@ pub async fn heartbeats(
         .await
         .map_err(|e| amqp_err("channel.open", e))?;
     declare_shared(&ch, config).await?;
-    let q = ch
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .map_err(|e| amqp_err("queue.declare", e))?;
-    ch.queue_bind(
-        q.name().clone(),
-        config.events_exchange().as_str().into(),
-        "heartbeat.*".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
+    let (_, mut c) = private_queue(
+        &ch,
+        "vigil-ctl-status",
+        Some((config.events_exchange(), "heartbeat.*")),
     )
-    .await
-    .map_err(|e| amqp_err("queue.bind", e))?;
-    let mut c = ch
-        .basic_consume(
-            q.name().clone(),
-            "vigil-ctl-status".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .map_err(|e| amqp_err("basic.consume", e))?;
+    .await?;
     let mut seen = std::collections::BTreeMap::new();
     let deadline = tokio::time::Instant::now() + within;
     while let Ok(Some(Ok(d))) = tokio::time::timeout_at(deadline, c.next()).await {

@@ -11,6 +11,66 @@ use mongodb::{Client, Collection, IndexModel};
 use super::{Index, IndexDoc, Scope, VariantDoc};
 use crate::error::{Error, Result};
 
+/// `{$gte: from, $lt: to}` as BSON dates, clamped to years 1..=9999 (what every server, and every driver's date
+/// type, can represent).
+fn start_between(from_ms: i64, to_ms: i64) -> Document {
+    const MIN_MS: i64 = -62_135_596_800_000;
+    const MAX_MS: i64 = 253_402_300_799_999;
+    doc! {
+        "$gte": DateTime::from_millis(from_ms.clamp(MIN_MS, MAX_MS)),
+        "$lt": DateTime::from_millis(to_ms.clamp(MIN_MS, MAX_MS)),
+    }
+}
+
+/// Every document of `coll` matching `filter`, in `sort` order, at most `limit`.
+async fn find_all(
+    coll: &Collection<Document>,
+    filter: Document,
+    sort: Option<Document>,
+    limit: Option<i64>,
+    op: &'static str,
+) -> Result<Vec<Document>> {
+    let mut find = coll.find(filter);
+    if let Some(s) = sort {
+        find = find.sort(s);
+    }
+    if let Some(l) = limit {
+        find = find.limit(l);
+    }
+    let cursor = find.await.map_err(err(op))?;
+    cursor.try_collect().await.map_err(err(op))
+}
+
+/// Typed reads of a document's fields, each failing with the document's id and the field's name.
+struct Fields<'a>(&'a Document, &'static str);
+
+impl Fields<'_> {
+    fn bad(&self, f: &str) -> Error {
+        Error::index(
+            "read",
+            format!("{} {:?} has no valid {f}", self.1, self.0.get("_id")),
+        )
+    }
+    fn s(&self, f: &str) -> Result<String> {
+        self.0
+            .get_str(f)
+            .map(str::to_string)
+            .map_err(|_| self.bad(f))
+    }
+    fn i(&self, f: &str) -> Result<i64> {
+        self.0
+            .get_i64(f)
+            .or_else(|_| self.0.get_i32(f).map(i64::from))
+            .map_err(|_| self.bad(f))
+    }
+    fn t(&self, f: &str) -> Result<i64> {
+        self.0
+            .get_datetime(f)
+            .map(|t| t.timestamp_millis())
+            .map_err(|_| self.bad(f))
+    }
+}
+
 pub struct Mongo {
     segments: Collection<Document>,
     variants: Collection<Document>,
@@ -98,23 +158,8 @@ impl Mongo {
     }
 
     fn variant_from_bson(d: &Document) -> Result<VariantDoc> {
-        let bad = |f: &str| {
-            Error::index(
-                "read",
-                format!("variant {:?} has no valid {f}", d.get("_id")),
-            )
-        };
-        let s = |f: &str| d.get_str(f).map(str::to_string).map_err(|_| bad(f));
-        let i = |f: &str| {
-            d.get_i64(f)
-                .or_else(|_| d.get_i32(f).map(i64::from))
-                .map_err(|_| bad(f))
-        };
-        let t = |f: &str| {
-            d.get_datetime(f)
-                .map(|t| t.timestamp_millis())
-                .map_err(|_| bad(f))
-        };
+        let f = Fields(d, "variant");
+        let (s, i, t) = (|k: &str| f.s(k), |k: &str| f.i(k), |k: &str| f.t(k));
         Ok(VariantDoc {
             id: s("_id")?,
             variant_of: s("variant_of")?,
@@ -157,23 +202,8 @@ impl Mongo {
     }
 
     fn from_bson(d: &Document) -> Result<IndexDoc> {
-        let bad = |f: &str| {
-            Error::index(
-                "read",
-                format!("document {:?} has no valid {f}", d.get("_id")),
-            )
-        };
-        let s = |f: &str| d.get_str(f).map(str::to_string).map_err(|_| bad(f));
-        let i = |f: &str| {
-            d.get_i64(f)
-                .or_else(|_| d.get_i32(f).map(i64::from))
-                .map_err(|_| bad(f))
-        };
-        let t = |f: &str| {
-            d.get_datetime(f)
-                .map(|t| t.timestamp_millis())
-                .map_err(|_| bad(f))
-        };
+        let f = Fields(d, "document");
+        let (s, i, t) = (|k: &str| f.s(k), |k: &str| f.i(k), |k: &str| f.t(k));
         Ok(IndexDoc {
             id: s("_id")?,
             filename: s("filename")?,
@@ -188,7 +218,7 @@ impl Mongo {
             bytes: i("bytes")?,
             first_in_session: d
                 .get_bool("first_in_session")
-                .map_err(|_| bad("first_in_session"))?,
+                .map_err(|_| f.bad("first_in_session"))?,
             node_id: s("node_id")?,
             prev_cid: d.get_str("prev_cid").ok().map(str::to_string),
         })
@@ -216,22 +246,14 @@ impl Index for Mongo {
     ) -> BoxFuture<'a, Result<Vec<IndexDoc>>> {
         async move {
             let (by_factory, key) = scope.parts();
-            let field = if by_factory { "factory_id" } else { "device_id" };
-            // Years 1..=9999: what every server (and every driver's date type) can represent.
-            const MIN_MS: i64 = -62_135_596_800_000;
-            const MAX_MS: i64 = 253_402_300_799_999;
-            let (from_ms, to_ms) = (from_ms.clamp(MIN_MS, MAX_MS), to_ms.clamp(MIN_MS, MAX_MS));
-            let filter = doc! {
-                field: key,
-                "start": { "$gte": DateTime::from_millis(from_ms), "$lt": DateTime::from_millis(to_ms) },
+            let field = if by_factory {
+                "factory_id"
+            } else {
+                "device_id"
             };
-            let cursor = self
-                .segments
-                .find(filter)
-                .sort(doc! { "start": 1, "device_id": 1, "session": 1, "seq": 1 })
-                .await
-                .map_err(err("range"))?;
-            let docs: Vec<Document> = cursor.try_collect().await.map_err(err("range"))?;
+            let filter = doc! { field: key, "start": start_between(from_ms, to_ms) };
+            let sort = doc! { "start": 1, "device_id": 1, "session": 1, "seq": 1 };
+            let docs = find_all(&self.segments, filter, Some(sort), None, "range").await?;
             docs.iter().map(Self::from_bson).collect()
         }
         .boxed()
@@ -239,13 +261,14 @@ impl Index for Mongo {
 
     fn by_cid<'a>(&'a self, cid: &'a str) -> BoxFuture<'a, Result<Vec<IndexDoc>>> {
         async move {
-            let cursor = self
-                .segments
-                .find(doc! { "cid": cid })
-                .limit(16)
-                .await
-                .map_err(err("find by cid"))?;
-            let docs: Vec<Document> = cursor.try_collect().await.map_err(err("find by cid"))?;
+            let docs = find_all(
+                &self.segments,
+                doc! { "cid": cid },
+                None,
+                Some(16),
+                "find by cid",
+            )
+            .await?;
             docs.iter().map(Self::from_bson).collect()
         }
         .boxed()
@@ -270,19 +293,9 @@ impl Index for Mongo {
         to_ms: i64,
     ) -> BoxFuture<'a, Result<Vec<VariantDoc>>> {
         async move {
-            const MIN_MS: i64 = -62_135_596_800_000;
-            const MAX_MS: i64 = 253_402_300_799_999;
-            let (from_ms, to_ms) = (from_ms.clamp(MIN_MS, MAX_MS), to_ms.clamp(MIN_MS, MAX_MS));
-            let cursor = self
-                .variants
-                .find(doc! {
-                    "device_id": device,
-                    "start": { "$gte": DateTime::from_millis(from_ms), "$lt": DateTime::from_millis(to_ms) },
-                })
-                .sort(doc! { "start": 1, "rendition": 1 })
-                .await
-                .map_err(err("variants"))?;
-            let docs: Vec<Document> = cursor.try_collect().await.map_err(err("variants"))?;
+            let filter = doc! { "device_id": device, "start": start_between(from_ms, to_ms) };
+            let sort = doc! { "start": 1, "rendition": 1 };
+            let docs = find_all(&self.variants, filter, Some(sort), None, "variants").await?;
             docs.iter().map(Self::variant_from_bson).collect()
         }
         .boxed()
@@ -290,16 +303,14 @@ impl Index for Mongo {
 
     fn variant_by_cid<'a>(&'a self, cid: &'a str) -> BoxFuture<'a, Result<Vec<VariantDoc>>> {
         async move {
-            let cursor = self
-                .variants
-                .find(doc! { "cid": cid })
-                .limit(16)
-                .await
-                .map_err(err("find variant by cid"))?;
-            let docs: Vec<Document> = cursor
-                .try_collect()
-                .await
-                .map_err(err("find variant by cid"))?;
+            let docs = find_all(
+                &self.variants,
+                doc! { "cid": cid },
+                None,
+                Some(16),
+                "find variant by cid",
+            )
+            .await?;
             docs.iter().map(Self::variant_from_bson).collect()
         }
         .boxed()

@@ -117,111 +117,179 @@ pub(super) async fn vod(state: &State, cam: &CameraInfo, from: i64, to: i64) -> 
     };
     docs.retain(|d| d.end_ms > from);
     docs.dedup_by(|a, b| a.id == b.id);
-    let entries: Vec<Entry> = docs
-        .iter()
-        .enumerate()
-        .map(|(i, d)| Entry {
-            uri: format!("ipfs/{}.ts", d.cid),
-            start_ms: d.start_ms,
-            duration_ms: d.duration_ms.max(0) as u64,
-            discontinuity: i > 0 && d.session != docs[i - 1].session,
+    let entries = entries_of(&docs);
+    render(Kind::Vod, cam, 0, 0, &entries, "max-age=60")
+}
+
+/// Playlist entries for segments named by CID under `prefix` (relative to the playlist), a discontinuity where
+/// the session changes. `items`: (cid, start ms, duration ms, session).
+fn cid_entries<'a>(
+    items: impl Iterator<Item = (&'a str, i64, i64, &'a str)>,
+    prefix: &str,
+) -> Vec<Entry> {
+    let mut last: Option<&str> = None;
+    items
+        .map(|(cid, start_ms, duration_ms, session)| {
+            let discontinuity = last.is_some_and(|l| l != session);
+            last = Some(session);
+            Entry {
+                uri: format!("{prefix}{cid}.ts"),
+                start_ms,
+                duration_ms: duration_ms.max(0) as u64,
+                discontinuity,
+            }
         })
-        .collect();
-    playlist_response(
-        hls::render(&Playlist {
-            kind: Kind::Vod,
-            target_duration: cam.target_duration,
-            media_sequence: 0,
-            discontinuity_sequence: 0,
-            entries: &entries,
-            can_skip_until: None,
-            skipped: 0,
+        .collect()
+}
+
+fn entries_of(docs: &[IndexDoc]) -> Vec<Entry> {
+    cid_entries(
+        docs.iter().map(|d| {
+            (
+                d.cid.as_str(),
+                d.start_ms,
+                d.duration_ms,
+                d.session.as_str(),
+            )
         }),
-        "max-age=60",
+        "ipfs/",
     )
 }
 
-/// The distributor's view of cameras recorded elsewhere: per camera, the index's documents of one day, kept
-/// and extended by a range query from the newest one (at most once a second), so a viewer's reload costs the
-/// new segments, not the day.
-#[derive(Default)]
-pub struct Days(std::sync::Mutex<std::collections::HashMap<String, Arc<DayDocs>>>);
+/// A rendered playlist of `entries` for `cam`.
+fn render(
+    kind: Kind,
+    cam: &CameraInfo,
+    media_sequence: u64,
+    discontinuity_sequence: u64,
+    entries: &[Entry],
+    cache: &'static str,
+) -> HttpResponse {
+    playlist_response(
+        hls::render(&Playlist {
+            kind,
+            target_duration: cam.target_duration,
+            media_sequence,
+            discontinuity_sequence,
+            entries,
+            can_skip_until: None,
+            skipped: 0,
+        }),
+        cache,
+    )
+}
 
-pub struct DayDocs {
+/// The distributor's view of cameras recorded elsewhere: per camera, one day of segments from the index, kept
+/// and extended in place by a range query from the newest one (at most once a second, one query at a time per
+/// camera), so a reload costs the new segments, not the day. The day playlist's rendering is kept until a
+/// segment arrives; the live window reads only its own segments.
+#[derive(Default)]
+pub struct Days(std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<Day>>>>);
+
+/// What a playlist needs of one segment.
+struct Seg {
+    cid: Box<str>,
+    start_ms: i64,
+    duration_ms: i64,
+    session: Arc<str>,
+    /// Discontinuities (session changes) up to and including this segment, from the day's first.
+    disc_no: u64,
+}
+
+pub struct Day {
     from: i64,
-    docs: Vec<IndexDoc>,
-    fetched: std::time::Instant,
+    segs: Vec<Seg>,
+    fetched: Option<std::time::Instant>,
+    /// The day playlist as last rendered: (segments, kind, text).
+    rendered: Option<(usize, Kind, String)>,
 }
 
 /// How often a remote camera's day is read again from the index.
 const DAY_REFRESH: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Days {
-    /// Documents of camera `cam` starting in `[from, to)`, newest first fetched when older than a second.
+    /// Camera `cam`'s day `[from, to)`, brought up to date when last read more than a second ago.
     async fn get(
         &self,
         state: &State,
         cam: &str,
         from: i64,
         to: i64,
-    ) -> Result<Arc<DayDocs>, HttpResponse> {
-        let cached = self
+    ) -> Result<tokio::sync::OwnedMutexGuard<Day>, HttpResponse> {
+        let cell = self
             .0
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(cam)
-            .cloned()
-            .filter(|d| d.from == from);
-        if let Some(d) = &cached
-            && d.fetched.elapsed() < DAY_REFRESH
-        {
-            return Ok(d.clone());
+            .entry(cam.to_string())
+            .or_insert_with(|| {
+                Arc::new(tokio::sync::Mutex::new(Day {
+                    from,
+                    segs: Vec::new(),
+                    fetched: None,
+                    rendered: None,
+                }))
+            })
+            .clone();
+        let mut day = cell.lock_owned().await;
+        if day.from != from {
+            // Another day asked for (midnight, or a past day): start over.
+            *day = Day {
+                from,
+                segs: Vec::new(),
+                fetched: None,
+                rendered: None,
+            };
+        }
+        if day.fetched.is_some_and(|t| t.elapsed() < DAY_REFRESH) {
+            return Ok(day);
         }
         let index = state
             .index
             .get()
             .await
             .map_err(|e| unavailable(format!("the index cannot be reached: {e}")))?;
-        let since = cached
-            .as_ref()
-            .and_then(|d| d.docs.last())
-            .map_or(from, |d| d.start_ms);
-        let mut fresh = index
+        let since = day.segs.last().map_or(from, |d| d.start_ms);
+        let fresh = index
             .range(&Scope::Device(cam.to_string()), since, to)
             .await
             .map_err(|e| unavailable(format!("the index cannot be read: {e}")))?;
-        let mut docs = cached.map(|d| d.docs.clone()).unwrap_or_default();
-        let known: std::collections::HashSet<String> = docs
+        // The newest ones may come again (same start): skip what is already there.
+        let known: std::collections::HashSet<&str> = day
+            .segs
             .iter()
             .rev()
             .take_while(|d| d.start_ms >= since)
-            .map(|d| d.id.clone())
+            .map(|d| &*d.cid)
             .collect();
-        fresh.retain(|d| !known.contains(&d.id));
-        docs.extend(fresh);
-        let day = Arc::new(DayDocs {
-            from,
-            docs,
-            fetched: std::time::Instant::now(),
-        });
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(cam.to_string(), day.clone());
+        let fresh: Vec<IndexDoc> = fresh
+            .into_iter()
+            .filter(|d| !known.contains(d.cid.as_str()))
+            .collect();
+        for d in fresh {
+            let (session, disc_no) = match day.segs.last() {
+                Some(prev) if *prev.session == *d.session => (prev.session.clone(), prev.disc_no),
+                Some(prev) => (Arc::from(d.session.as_str()), prev.disc_no + 1),
+                None => (Arc::from(d.session.as_str()), 0),
+            };
+            day.segs.push(Seg {
+                cid: d.cid.into(),
+                start_ms: d.start_ms,
+                duration_ms: d.duration_ms,
+                session,
+                disc_no,
+            });
+        }
+        day.fetched = Some(std::time::Instant::now());
         Ok(day)
     }
 }
 
-fn entries_of(docs: &[IndexDoc]) -> Vec<Entry> {
-    docs.iter()
-        .enumerate()
-        .map(|(i, d)| Entry {
-            uri: format!("ipfs/{}.ts", d.cid),
-            start_ms: d.start_ms,
-            duration_ms: d.duration_ms.max(0) as u64,
-            discontinuity: i > 0 && d.session != docs[i - 1].session,
-        })
-        .collect()
+fn seg_entries(segs: &[Seg]) -> Vec<Entry> {
+    cid_entries(
+        segs.iter()
+            .map(|d| (&*d.cid, d.start_ms, d.duration_ms, &*d.session)),
+        "ipfs/",
+    )
 }
 
 /// Today's day playlist (EVENT while the day runs; sliding when `sliding`) of a camera recorded elsewhere.
@@ -233,28 +301,34 @@ pub(super) async fn day(
     today: bool,
     sliding: bool,
 ) -> HttpResponse {
-    let day = match state.days.get(state, &cam.id, from, to).await {
+    let mut day = match state.days.get(state, &cam.id, from, to).await {
         Ok(d) => d,
         Err(r) => return r,
     };
-    let entries = entries_of(&day.docs);
     let kind = match (today, sliding) {
         (false, _) => Kind::Vod,
         (true, true) => Kind::Live,
         (true, false) => Kind::Event,
     };
-    playlist_response(
-        hls::render(&Playlist {
-            kind,
-            target_duration: cam.target_duration,
-            media_sequence: 0,
-            discontinuity_sequence: 0,
-            entries: &entries,
-            can_skip_until: None,
-            skipped: 0,
-        }),
-        if today { "no-cache" } else { "max-age=60" },
-    )
+    let cache = if today { "no-cache" } else { "max-age=60" };
+    let n = day.segs.len();
+    if let Some((len, k, text)) = &day.rendered
+        && *len == n
+        && *k == kind
+    {
+        return playlist_response(text.clone(), cache);
+    }
+    let text = hls::render(&Playlist {
+        kind,
+        target_duration: cam.target_duration,
+        media_sequence: 0,
+        discontinuity_sequence: 0,
+        entries: &seg_entries(&day.segs),
+        can_skip_until: None,
+        skipped: 0,
+    });
+    day.rendered = Some((n, kind, text.clone()));
+    playlist_response(text, cache)
 }
 
 /// The live window (the last `window` segments of today) of a camera recorded elsewhere. Sequence numbers count
@@ -264,21 +338,23 @@ pub(super) async fn live(state: &State, cam: &CameraInfo, from: i64, to: i64) ->
         Ok(d) => d,
         Err(r) => return r,
     };
-    let all = entries_of(&day.docs);
-    let skip = all.len().saturating_sub(state.live_window);
+    let skip = day.segs.len().saturating_sub(state.live_window);
     // The discontinuities that slid out of the window.
-    let disc_before = all[..skip].iter().filter(|e| e.discontinuity).count();
-    let entries = &all[skip..];
-    playlist_response(
-        hls::render(&Playlist {
-            kind: Kind::Live,
-            target_duration: cam.target_duration,
-            media_sequence: skip as u64,
-            discontinuity_sequence: disc_before as u64,
-            entries,
-            can_skip_until: None,
-            skipped: 0,
-        }),
+    let disc_before = skip.checked_sub(1).map_or(0, |i| day.segs[i].disc_no);
+    let mut entries = seg_entries(&day.segs[skip..]);
+    // The window's first segment opens a session when the one before it belongs to another.
+    if let (Some(first), Some(prev)) = (
+        entries.first_mut(),
+        skip.checked_sub(1).map(|i| &day.segs[i]),
+    ) {
+        first.discontinuity = *prev.session != *day.segs[skip].session;
+    }
+    render(
+        Kind::Live,
+        cam,
+        skip as u64,
+        disc_before,
+        &entries,
         "no-cache",
     )
 }
@@ -474,28 +550,18 @@ pub(super) async fn variant_vod(
             cam.id
         ));
     }
-    let entries: Vec<Entry> = docs
-        .iter()
-        .enumerate()
-        .map(|(i, d)| Entry {
-            uri: format!("../../ipfs/{}.ts", d.cid),
-            start_ms: d.start_ms,
-            duration_ms: d.duration_ms.max(0) as u64,
-            discontinuity: i > 0 && d.session != docs[i - 1].session,
-        })
-        .collect();
-    playlist_response(
-        hls::render(&Playlist {
-            kind: Kind::Vod,
-            target_duration: cam.target_duration,
-            media_sequence: 0,
-            discontinuity_sequence: 0,
-            entries: &entries,
-            can_skip_until: None,
-            skipped: 0,
+    let entries = cid_entries(
+        docs.iter().map(|d| {
+            (
+                d.cid.as_str(),
+                d.start_ms,
+                d.duration_ms,
+                d.session.as_str(),
+            )
         }),
-        "max-age=10",
-    )
+        "../../ipfs/",
+    );
+    render(Kind::Vod, &cam, 0, 0, &entries, "max-age=10")
 }
 
 fn segment_response(body: bytes::Bytes) -> HttpResponse {

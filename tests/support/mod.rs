@@ -237,6 +237,14 @@ pub fn config_with_auth(data_dir: &Path, cameras: &[(&str, String)], extra_top: 
 /// Runs `vigil ARGS --config CONFIG` (a `user` or `token` command) with `stdin` as its input; panics unless
 /// it succeeds; returns what it printed.
 pub fn vigil_cli(config: &Path, args: &[&str], stdin: &str) -> String {
+    let (code, text) = vigil_try(config, args, stdin);
+    assert!(code == 0, "vigil {args:?}: {text}");
+    text
+}
+
+/// Runs `vigil ARGS --config CONFIG` with `stdin` as its input: its exit code and what it printed (stdout,
+/// then stderr).
+pub fn vigil_try(config: &Path, args: &[&str], stdin: &str) -> (i32, String) {
     use std::io::Write as _;
     let mut child = Command::new(VIGIL)
         .args(args)
@@ -259,8 +267,7 @@ pub fn vigil_cli(config: &Path, args: &[&str], stdin: &str) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "vigil {args:?}: {text}");
-    text
+    (out.status.code().unwrap_or(-1), text)
 }
 
 /// A running `vigil run` whose stderr lines arrive on a channel.
