@@ -380,6 +380,13 @@ pub struct ControlConfig {
     /// transcoder); default: every role this config makes possible.
     #[serde(default)]
     pub roles: Option<Vec<String>>,
+    /// The transcoder role deletes (and unpins) the renditions it made once their source is this many days old.
+    #[serde(default = "default_variants_keep_days")]
+    pub variants_keep_days: u32,
+}
+
+fn default_variants_keep_days() -> u32 {
+    7
 }
 
 fn default_control_prefix() -> String {
@@ -1038,6 +1045,12 @@ impl Config {
                         format!("unknown role {r:?} (capture, storage, distributor, transcoder)"),
                     );
                 }
+            }
+            if !(1..=3650).contains(&c.variants_keep_days) {
+                bad(
+                    "control.variants_keep_days".into(),
+                    format!("must be between 1 and 3650, got {}", c.variants_keep_days),
+                );
             }
             if !(1..=1000).contains(&c.prefetch) {
                 bad(

@@ -38,6 +38,7 @@ fn control_config(
             heartbeat_seconds: 10,
             prefetch: 4,
             roles: None,
+            variants_keep_days: 7,
         },
         (None, _, _) => {
             return Err(match config {

@@ -293,7 +293,6 @@ pub fn root_with_slot(
 ) -> crate::Result<(SupervisorSpec, RootSlot)> {
     let wake = Arc::new(Wake::default());
     let board = Arc::new(capture::Board::default());
-    let mut services = tuned(SupervisorSpec::new("services"), config);
     // The cameras to record: the config file's, with the control plane's changes over them.
     let (recorded, served) = control::merged_cameras(config, &catalog)?;
     let registry = Arc::new(web::Registry::of(config));
@@ -317,15 +316,16 @@ pub fn root_with_slot(
             registry.remove(&c.id);
         }
     }
+    // `services` and `cameras` are rebuilt from the control plane's current state whenever they (re)start, so a
+    // restart after an escalation brings back what commands left, not what the node started with.
+    let mut pipeline = Vec::new();
     let mut mirror_spec = None;
     for child in pipeline_children(config, &catalog, &wake, &mut shared)? {
         if child.id() == "mirror" {
-            mirror_spec = Some(child.clone());
-            if !roles.contains(&"storage") {
-                continue;
-            }
+            mirror_spec = Some(child);
+        } else {
+            pipeline.push(child);
         }
-        services = services.child(child);
     }
     let levers = Arc::new(control::Levers::new(
         config,
@@ -340,58 +340,84 @@ pub fn root_with_slot(
             jobs,
         },
     ));
-    if let Some(m) = mirror_spec {
-        levers.set_role_child("storage", m);
+    if let Some(m) = &mirror_spec {
+        levers.set_role_child("storage", m.clone());
     }
-    if let Some(kubo) = &shared.kubo {
-        let spec = crate::transcode::child_spec(Arc::new(crate::transcode::Deps {
-            jobs: levers.jobs.clone(),
-            catalog: catalog.clone(),
-            index: shared.index.clone(),
-            kubo: kubo.clone(),
-            data_dir: config.data_dir.clone(),
-            node_id: config.node_id.clone(),
-            ffmpeg: config.capture.ffmpeg.clone(),
-            metrics: metrics.clone(),
-        }));
-        levers.set_role_child("transcoder", spec.clone());
-        // Only where the control plane can give it jobs.
-        if config.control.is_some() && roles.contains(&"transcoder") {
-            services = services.child(spec);
+    // Only where the control plane can give it jobs.
+    let transcoder = match (&shared.kubo, &config.control) {
+        (Some(kubo), Some(ctl)) => {
+            let spec = crate::transcode::child_spec(Arc::new(crate::transcode::Deps {
+                jobs: levers.jobs.clone(),
+                catalog: catalog.clone(),
+                index: shared.index.clone(),
+                kubo: kubo.clone(),
+                data_dir: config.data_dir.clone(),
+                node_id: config.node_id.clone(),
+                ffmpeg: config.capture.ffmpeg.clone(),
+                metrics: metrics.clone(),
+                keep: Duration::from_secs(u64::from(ctl.variants_keep_days) * 86_400),
+            }));
+            levers.set_role_child("transcoder", spec.clone());
+            Some(spec)
         }
-    }
+        _ => None,
+    };
     let slot = levers.root.clone();
-    if let Some(c) = &config.control {
-        let key = control::command::Key::load(&c.key_file).map_err(crate::Error::Invalid)?;
-        let link = Arc::new(crate::metrics::LinkCell::default());
-        shared.amqp_link = Some(link.clone());
-        services = services.child(control::amqp::child_spec(levers.clone(), key, link));
-    }
-    let services = services
-        .child(retention::child_spec(
-            config,
-            catalog.clone(),
-            metrics.clone(),
-        ))
-        .child(web::child_spec(
-            config,
-            catalog.clone(),
-            board.clone(),
-            auth,
-            shared,
-        ));
-    let mut cameras = tuned(SupervisorSpec::new("cameras"), config)
+    let control_child = match &config.control {
+        Some(c) => {
+            let key = control::command::Key::load(&c.key_file).map_err(crate::Error::Invalid)?;
+            let link = Arc::new(crate::metrics::LinkCell::default());
+            shared.amqp_link = Some(link.clone());
+            Some(control::amqp::child_spec(levers.clone(), key, link))
+        }
+        None => None,
+    };
+    let tail = [
+        retention::child_spec(config, catalog.clone(), metrics.clone()),
+        web::child_spec(config, catalog.clone(), board.clone(), auth, shared),
+    ];
+    let services_base = tuned(SupervisorSpec::new("services"), config);
+    let lv = levers.clone();
+    let services = ChildSpec::supervisor_fn("services", move || {
+        let mut s = services_base.clone();
+        for c in &pipeline {
+            s = s.child(c.clone());
+        }
+        if let Some(m) = &mirror_spec
+            && lv.plays("storage")
+        {
+            s = s.child(m.clone());
+        }
+        if let Some(c) = &control_child {
+            s = s.child(c.clone());
+        }
+        if let Some(t) = &transcoder
+            && lv.plays("transcoder")
+        {
+            s = s.child(t.clone());
+        }
+        for c in &tail {
+            s = s.child(c.clone());
+        }
+        s
+    });
+    let cameras_base = tuned(SupervisorSpec::new("cameras"), config)
         // A camera escalates only after a tight restart loop; many cameras doing so means something systemic.
         .intensity(100, Duration::from_secs(60))
         .dynamic_children("cameras added at run time");
-    if roles.contains(&"capture") {
-        for cam in &recorded {
-            cameras = cameras.child(levers.camera_child(cam));
+    let lv = levers.clone();
+    let cameras = ChildSpec::supervisor_fn("cameras", move || {
+        let mut s = cameras_base.clone();
+        if lv.plays("capture") {
+            for cam in lv.recorded_cameras() {
+                s = s.child(lv.camera_child(&cam));
+            }
         }
-    }
+        s
+    });
     let root = tuned(SupervisorSpec::new("root"), config)
-        .child(ChildSpec::supervisor(services))
-        .child(ChildSpec::supervisor(cameras));
+        .child(services)
+        .child(cameras);
     Ok((root, slot))
 }
 

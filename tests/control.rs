@@ -215,13 +215,36 @@ fn commands_add_change_and_remove_cameras_and_the_state_survives_a_restart() {
         },
     );
 
-    // camera.add of a camera that exists: a conflict, nothing changes.
+    // camera.add of a camera that exists: the same settings are "recorded already" (a resend is harmless),
+    // other settings a conflict (camera.update changes them); nothing changes either way.
     let (code, out) = add_camera(&n, &cam, "cam1", 1);
+    assert_eq!((code, reply(&out)["ok"].clone()), (0, true.into()), "{out}");
+    assert!(
+        out.contains("recorded with these settings already"),
+        "{out}"
+    );
+    let (code, out) = ctl(
+        &n.config,
+        &[
+            "camera",
+            "add",
+            "--node",
+            "test",
+            "--id",
+            "cam1",
+            "--factory",
+            "factory-b",
+            "--url",
+            &cam.url(1),
+        ],
+        "",
+    );
     assert_eq!(
         (code, reply(&out)["reason"].clone()),
         (1, "conflict".into()),
         "{out}"
     );
+    assert_eq!(ffmpeg_under(&n.data.join("cam1")).len(), 1);
 
     // camera.remove → ffmpeg gone, the footage stays served.
     let before = segments(&n.data, "cam1");

@@ -248,6 +248,36 @@ impl Catalog {
         })
     }
 
+    /// Up to `limit` variants whose source started before `before_ms`: (id, cid, file relative to the data
+    /// folder), oldest first.
+    pub fn old_variants(
+        &self,
+        before_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<(String, String, Option<String>)>> {
+        self.read(|c| {
+            let mut st = c.prepare(
+                "SELECT id, cid, path FROM variants INDEXED BY variants_start
+                 WHERE start_ms < ?1 ORDER BY start_ms LIMIT ?2",
+            )?;
+            let rows = st.query_map(params![before_ms, limit as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// Forget these variants.
+    pub fn delete_variants(&self, ids: &[String]) -> Result<()> {
+        let mut w = self.writer();
+        let tx = w.transaction().map_err(Error::from_sql)?;
+        for id in ids {
+            tx.execute("DELETE FROM variants WHERE id = ?1", [id])
+                .map_err(Error::from_sql)?;
+        }
+        tx.commit().map_err(Error::from_sql)
+    }
+
     /// The start of the newest source segment job `job` transcoded (where it resumes).
     pub fn job_resume_point(&self, job: &str) -> Result<Option<i64>> {
         self.read(|c| {
@@ -322,5 +352,49 @@ mod tests {
             1,
             "camera state is kept"
         );
+    }
+
+    #[test]
+    fn old_variants_come_oldest_first_and_go() {
+        let c = Catalog::in_memory().unwrap();
+        for (i, start) in [3000, 1000, 2000].into_iter().enumerate() {
+            c.put_variant_at(
+                &VariantDoc {
+                    id: format!("cam/s/{i}/low"),
+                    variant_of: format!("cam/s/{i}"),
+                    source_cid: "src".into(),
+                    rendition: "low".into(),
+                    width: 160,
+                    height: 90,
+                    video_kbps: 100,
+                    cid: format!("cid{i}"),
+                    factory_id: "f".into(),
+                    device_id: "cam".into(),
+                    session: "s".into(),
+                    seq: i as i64,
+                    start_ms: start,
+                    end_ms: start + 1000,
+                    duration_ms: 1000,
+                    bytes: 10,
+                    job_id: "j".into(),
+                    node_id: "n".into(),
+                },
+                Some(&format!("variants/cam/j/low/s/seg_{i:05}.ts")),
+            )
+            .unwrap();
+        }
+        let old = c.old_variants(2500, 10).unwrap();
+        assert_eq!(
+            old.iter().map(|o| o.1.as_str()).collect::<Vec<_>>(),
+            ["cid1", "cid2"]
+        );
+        assert_eq!(
+            old[0].2.as_deref(),
+            Some("variants/cam/j/low/s/seg_00001.ts")
+        );
+        c.delete_variants(&old.into_iter().map(|o| o.0).collect::<Vec<_>>())
+            .unwrap();
+        assert_eq!(c.variants("cam", 0, i64::MAX).unwrap().len(), 1);
+        assert_eq!(c.job_resume_point("j").unwrap(), Some(3000));
     }
 }

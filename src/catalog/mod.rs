@@ -251,7 +251,8 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX variants_device_start ON variants (device_id, start_ms);
     CREATE INDEX variants_cid ON variants (cid);
-    CREATE INDEX variants_job_start ON variants (job_id, start_ms);",
+    CREATE INDEX variants_job_start ON variants (job_id, start_ms);
+    CREATE INDEX variants_start ON variants (start_ms);",
 ];
 
 /// Wakes each distribution stage when work for it may have arrived: whoever catalogues a segment wakes the
@@ -957,6 +958,21 @@ impl Catalog {
             ))?;
             st.query_map(params![key, from_ms, to_ms], row_to_segment)?
                 .collect::<rusqlite::Result<_>>()
+        })
+    }
+
+    /// The start of `camera`'s first indexed segment starting after `after_ms` (the embedded index's
+    /// `first_after`).
+    pub fn first_indexed_after(&self, camera: &str, after_ms: i64) -> Result<Option<i64>> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT start_ms FROM segments INDEXED BY segments_camera_start
+                 WHERE camera = ?1 AND start_ms > ?2 AND indexed_at_ms IS NOT NULL AND deleting = 0
+                 ORDER BY start_ms LIMIT 1",
+                params![camera, after_ms],
+                |r| r.get(0),
+            )
+            .optional()
         })
     }
 

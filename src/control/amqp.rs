@@ -35,6 +35,10 @@ use crate::config::ControlConfig;
 use crate::error::{Error, Result};
 use crate::metrics::LinkCell;
 
+/// The dead-letter queue keeps at most this many refused commands…
+const DEAD_MAX: i64 = 10_000;
+/// …for at most this long.
+const DEAD_TTL_MS: i64 = 7 * 24 * 3_600_000;
 /// How long a connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -76,13 +80,14 @@ pub async fn declare_shared(ch: &Channel, c: &ControlConfig) -> Result<()> {
             .map_err(|e| amqp_err("exchange.declare", e))?;
     }
     let dead = c.dead_letter_queue();
-    ch.queue_declare(
-        dead.as_str().into(),
-        QueueDeclareOptions::durable(),
-        FieldTable::default(),
-    )
-    .await
-    .map_err(|e| amqp_err("queue.declare", e))?;
+    // Bounded: anyone who may publish to the control exchange could fill it otherwise. The newest 10 000
+    // refused commands, for a week.
+    let mut limits = FieldTable::default();
+    limits.insert("x-max-length".into(), AMQPValue::LongLongInt(DEAD_MAX));
+    limits.insert("x-message-ttl".into(), AMQPValue::LongLongInt(DEAD_TTL_MS));
+    ch.queue_declare(dead.as_str().into(), QueueDeclareOptions::durable(), limits)
+        .await
+        .map_err(|e| amqp_err("queue.declare", e))?;
     ch.queue_bind(
         dead.as_str().into(),
         c.dead_letter_exchange().as_str().into(),
@@ -245,13 +250,16 @@ async fn session(
                 let reply = match command::check(&delivery.data, key, &node, now, window_ms) {
                     Ok(cmd) => {
                         let (id, kind) = (cmd.id.clone(), cmd.kind);
-                        let reply = levers.apply(cmd).await;
+                        // Not stored: no answer and no ack; the broker delivers it again after the reconnect.
+                        let reply = levers.apply(cmd).await?;
                         if reply.ok {
                             tracing::info!(actor = %path, command = %id, kind = kind.as_str(), duplicate = reply.duplicate,
                                 took_ms = started.elapsed().as_millis() as u64, "command applied: {}", reply.detail);
                             let event = match kind {
-                                command::Kind::JobStart if !reply.duplicate => Some("job.started"),
-                                command::Kind::JobStop if !reply.duplicate => Some("job.stopped"),
+                                // Also for a redelivery: its event may not have gone out the first time (consumers
+                                // tell repeats apart by the command id).
+                                command::Kind::JobStart => Some("job.started"),
+                                command::Kind::JobStop => Some("job.stopped"),
                                 _ => None,
                             };
                             if let Some(event) = event {
@@ -391,7 +399,11 @@ pub async fn send(
         body,
         json_props()
             .with_reply_to(reply_queue)
-            .with_correlation_id(id.into()),
+            .with_correlation_id(id.into())
+            // Not delivered after the replay window (it would be refused as stale): the broker dead-letters it.
+            .with_expiration(ShortString::from(
+                (u64::from(config.window_seconds) * 1000).to_string(),
+            )),
     )
     .await
     .map_err(|e| amqp_err("basic.publish", e))?;

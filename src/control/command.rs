@@ -398,8 +398,16 @@ pub fn check(
     let serde_json::Value::Object(mut obj) = value else {
         return refuse(&env, Reason::Malformed, "not a JSON object".into());
     };
-    env.id = obj.get("id").and_then(|v| v.as_str()).map(str::to_string);
-    env.kind = obj.get("kind").and_then(|v| v.as_str()).map(str::to_string);
+    // Echoed in the reply and the log: only a well-formed id, and at most 40 characters of a kind.
+    env.id = obj
+        .get("id")
+        .and_then(|v| v.as_str())
+        .filter(|id| valid_id(id))
+        .map(str::to_string);
+    env.kind = obj
+        .get("kind")
+        .and_then(|v| v.as_str())
+        .map(|k| k.chars().take(40).collect());
     const FIELDS: [&str; 8] = [
         "v",
         "id",

@@ -320,6 +320,16 @@ impl Levers {
             * 1000
     }
 
+    /// The cameras recorded now (or to record when the capture role is turned on).
+    pub fn recorded_cameras(&self) -> Vec<CameraConfig> {
+        self.recorded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
     /// Ids of the cameras recorded now.
     pub fn recorded_ids(&self) -> Vec<String> {
         self.recorded
@@ -373,7 +383,7 @@ impl Levers {
 
     /// Handle a checked command: answer a redelivery from memory, else apply it and remember the outcome
     /// (with its change, in one transaction). Returns the reply.
-    pub async fn apply(self: &Arc<Self>, cmd: Command) -> Reply {
+    pub async fn apply(self: &Arc<Self>, cmd: Command) -> crate::Result<Reply> {
         let _one = self.applying.lock().await;
         let node = self.config.node_id.clone();
         let id = cmd.id.clone();
@@ -384,7 +394,7 @@ impl Levers {
         match lookup {
             Ok(Some(seen)) => {
                 self.metrics.control_command("duplicate");
-                return Reply {
+                return Ok(Reply {
                     id: Some(id),
                     node,
                     ok: seen.ok,
@@ -392,16 +402,16 @@ impl Levers {
                     detail: seen.detail.unwrap_or_default(),
                     duplicate: true,
                     result: seen.result.and_then(|r| serde_json::from_str(&r).ok()),
-                };
+                });
             }
             Ok(None) => {}
             Err(e) => {
                 self.metrics.control_command(Reason::Failed.as_str());
-                return refused(
+                return Ok(refused(
                     Some(id),
                     node,
                     &Refusal::new(Reason::Failed, format!("the catalog cannot be read: {e}")),
-                );
+                ));
             }
         }
         let kind = cmd.kind;
@@ -438,8 +448,10 @@ impl Levers {
                 refused(Some(id.clone()), node.clone(), &r),
             ),
         };
-        // node.status changes nothing and is not worth remembering.
-        if kind != Kind::NodeStatus {
+        // node.status changes nothing and is not worth remembering; a `failed` command changed nothing and may
+        // be sent again with the same id.
+        let failed = reply.reason.as_deref() == Some(Reason::Failed.as_str());
+        if kind != Kind::NodeStatus && !failed {
             let forget_before = chrono::Utc::now().timestamp_millis() - 2 * self.window_ms();
             let (rid, st, ch) = (id.clone(), stored, change);
             if let Err(e) = self
@@ -447,8 +459,10 @@ impl Levers {
                 .run(move |c| c.record_command(&rid, &st, &ch, forget_before))
                 .await
             {
-                // Applied but not remembered: the next start merges what the catalog holds; say so.
-                tracing::error!(command = %id, "the command's outcome could not be stored: {e}");
+                // Not acknowledged: the broker delivers it again after a reconnect, and applying it again is
+                // harmless (a camera.add of the same camera is answered "recorded already").
+                tracing::error!(command = %id, "the command's outcome could not be stored ({e}); it stays in the queue");
+                return Err(e);
             }
         }
         self.metrics.control_command(if reply.ok {
@@ -460,7 +474,7 @@ impl Levers {
                 .and_then(Reason::parse)
                 .map_or("failed", Reason::as_str)
         });
-        reply
+        Ok(reply)
     }
 
     async fn apply_new(self: &Arc<Self>, cmd: &Command) -> Result<Applied, Refusal> {
@@ -569,11 +583,25 @@ impl Levers {
             )
         })?;
         let id = settings.id.clone();
-        let exists = self
+        let current = self
             .recorded
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .contains_key(&id);
+            .get(&id)
+            .cloned();
+        let exists = current.is_some();
+        let spec = serde_json::to_string(&stored).unwrap_or_default();
+        if adding && current.as_ref() == Some(&cam) {
+            // The same camera.add again (resent after its outcome could not be stored): nothing to do.
+            return Ok(Applied {
+                detail: format!("camera {id:?} is recorded with these settings already"),
+                change: ControlChange {
+                    camera: Some((id, "active".into(), spec)),
+                    meta: None,
+                },
+                result: None,
+            });
+        }
         if adding && exists {
             return Err(Refusal::new(
                 Reason::Conflict,
@@ -600,33 +628,32 @@ impl Levers {
         }
         let cameras = self.cameras_supervisor().await?;
         if !adding {
-            cameras.remove_child(&id).await.map_err(|e| {
-                Refusal::new(
-                    Reason::Failed,
-                    format!("camera {id:?} could not be stopped: {e}"),
-                )
-            })?;
+            stop_child(&cameras, &id).await?;
         }
-        let child = {
-            let me = self.clone();
-            let cam = cam.clone();
-            // CameraRuntime::new reads the catalog: off the supervisors' thread.
-            tokio::task::spawn_blocking(move || me.camera_child(&cam))
-                .await
-                .map_err(|e| Refusal::new(Reason::Failed, format!("camera setup: {e}")))?
-        };
-        cameras.add_child(child).await.map_err(|e| {
-            Refusal::new(
+        if let Err(e) = self.start_camera(&cameras, &cam).await {
+            // Back to the old settings, so that what runs is what the node says it runs.
+            if let Some(old) = &current
+                && self.start_camera(&cameras, old).await.is_ok()
+            {
+                return Err(Refusal::new(
+                    Reason::Failed,
+                    format!("{e}; the camera records with its old settings"),
+                ));
+            }
+            self.recorded
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
+            return Err(Refusal::new(
                 Reason::Failed,
-                format!("camera {id:?} could not be started: {e}"),
-            )
-        })?;
+                format!("{e}; the camera is stopped until a camera.add starts it"),
+            ));
+        }
         self.registry.put_local(&cam);
         self.recorded
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id.clone(), cam);
-        let spec = serde_json::to_string(&stored).unwrap_or_default();
         tracing::info!(camera = %id, factory = %settings.factory_id, url = %public_url, command = %cmd.id,
             "{} by command; recording", if adding { "camera added" } else { "camera changed" });
         Ok(Applied {
@@ -644,6 +671,25 @@ impl Levers {
             },
             result: None,
         })
+    }
+
+    /// Start `cam`'s supervisor under `cameras` (its runtime is made off the supervisors' thread: it reads the
+    /// catalog).
+    async fn start_camera(
+        self: &Arc<Self>,
+        cameras: &SupervisorHandle,
+        cam: &CameraConfig,
+    ) -> Result<(), String> {
+        let me = self.clone();
+        let c = cam.clone();
+        let child = tokio::task::spawn_blocking(move || me.camera_child(&c))
+            .await
+            .map_err(|e| format!("camera setup: {e}"))?;
+        match cameras.add_child(child).await {
+            // Already running (e.g. its supervisor was rebuilt with it): what was asked for.
+            Ok(()) | Err(supervisors::Error::DuplicateChild(_)) => Ok(()),
+            Err(e) => Err(format!("camera {:?} could not be started: {e}", cam.id)),
+        }
     }
 
     async fn services_supervisor(&self) -> Result<SupervisorHandle, Refusal> {
@@ -709,14 +755,35 @@ impl Levers {
             .copied()
             .filter(|r| !next.contains(r))
             .collect();
-        for r in &off {
-            self.switch(r, false).await?;
-        }
-        for r in &on {
-            self.switch(r, true).await?;
+        // Role by role, so that the roles the node says it plays are the ones it does, even if one fails.
+        let mut done: Vec<String> = Vec::new();
+        let steps = off
+            .iter()
+            .map(|r| (*r, false))
+            .chain(on.iter().map(|r| (*r, true)));
+        for (r, up) in steps {
+            if let Err(e) = self.switch(r, up).await {
+                return Err(Refusal::new(
+                    Reason::Failed,
+                    format!(
+                        "{} (done before it: [{}]; roles now [{}], not stored)",
+                        e.detail,
+                        done.join(", "),
+                        self.roles().join(", ")
+                    ),
+                ));
+            }
+            {
+                let mut roles = self.roles.lock().unwrap_or_else(|p| p.into_inner());
+                roles.retain(|x| *x != r);
+                if up {
+                    roles.push(r);
+                }
+                roles.sort_by_key(|x| ROLES.iter().position(|y| y == x));
+            }
+            done.push(format!("{} {r}", if up { "started" } else { "stopped" }));
         }
         next.sort_by_key(|r| ROLES.iter().position(|x| x == r));
-        *self.roles.lock().unwrap_or_else(|p| p.into_inner()) = next.clone();
         tracing::info!(command = %cmd.id, roles = ?next, started = ?on, stopped = ?off, "roles changed by command");
         Ok(Applied {
             detail: format!(
@@ -751,18 +818,9 @@ impl Levers {
                     .collect();
                 for cam in cams {
                     if on {
-                        let me = self.clone();
-                        let c = cam.clone();
-                        let child = tokio::task::spawn_blocking(move || me.camera_child(&c))
-                            .await
-                            .map_err(|e| failed(format!("camera setup: {e}")))?;
-                        cameras.add_child(child).await.map_err(|e| {
-                            failed(format!("camera {:?} could not be started: {e}", cam.id))
-                        })?;
+                        self.start_camera(&cameras, &cam).await.map_err(failed)?;
                     } else {
-                        cameras.remove_child(&cam.id).await.map_err(|e| {
-                            failed(format!("camera {:?} could not be stopped: {e}", cam.id))
-                        })?;
+                        stop_child(&cameras, &cam.id).await?;
                     }
                 }
             }
@@ -792,15 +850,14 @@ impl Levers {
                 };
                 let services = self.services_supervisor().await?;
                 if on {
-                    services
-                        .add_child(spec)
-                        .await
-                        .map_err(|e| failed(format!("{child_id} could not be started: {e}")))?;
+                    match services.add_child(spec).await {
+                        Ok(()) | Err(supervisors::Error::DuplicateChild(_)) => {}
+                        Err(e) => {
+                            return Err(failed(format!("{child_id} could not be started: {e}")));
+                        }
+                    }
                 } else {
-                    services
-                        .remove_child(child_id)
-                        .await
-                        .map_err(|e| failed(format!("{child_id} could not be stopped: {e}")))?;
+                    stop_child(&services, child_id).await?;
                 }
             }
             _ => {}
@@ -972,6 +1029,17 @@ impl Levers {
             },
             result: None,
         })
+    }
+}
+
+/// Stop child `id` of `sup`; one that is not running is stopped already.
+async fn stop_child(sup: &SupervisorHandle, id: &str) -> Result<(), Refusal> {
+    match sup.remove_child(id).await {
+        Ok(()) | Err(supervisors::Error::NoSuchChild(_)) => Ok(()),
+        Err(e) => Err(Refusal::new(
+            Reason::Failed,
+            format!("{id:?} could not be stopped: {e}"),
+        )),
     }
 }
 

@@ -61,6 +61,20 @@ impl Index for Embedded {
         .boxed()
     }
 
+    fn first_after<'a>(
+        &'a self,
+        device: &'a str,
+        after_ms: i64,
+    ) -> BoxFuture<'a, Result<Option<i64>>> {
+        async move {
+            let d = device.to_string();
+            self.catalog
+                .run(move |c| c.first_indexed_after(&d, after_ms))
+                .await
+        }
+        .boxed()
+    }
+
     fn upsert_variant<'a>(&'a self, doc: &'a VariantDoc) -> BoxFuture<'a, Result<()>> {
         async move {
             let d = doc.clone();
@@ -82,6 +96,11 @@ impl Index for Embedded {
                 .await
         }
         .boxed()
+    }
+
+    fn delete_variants<'a>(&'a self, _ids: &'a [String]) -> BoxFuture<'a, Result<()>> {
+        // The catalog's rows are the documents: the transcoder deletes them itself.
+        async { Ok(()) }.boxed()
     }
 
     fn variant_by_cid<'a>(&'a self, cid: &'a str) -> BoxFuture<'a, Result<Vec<VariantDoc>>> {

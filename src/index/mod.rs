@@ -114,6 +114,12 @@ pub trait Index: Send + Sync {
     ) -> BoxFuture<'a, Result<Vec<IndexDoc>>>;
     /// The documents whose CID is `cid` (normally one).
     fn by_cid<'a>(&'a self, cid: &'a str) -> BoxFuture<'a, Result<Vec<IndexDoc>>>;
+    /// The start of camera `device`'s first document starting after `after_ms`, if any (one indexed lookup).
+    fn first_after<'a>(
+        &'a self,
+        device: &'a str,
+        after_ms: i64,
+    ) -> BoxFuture<'a, Result<Option<i64>>>;
     /// Insert or replace a variant document.
     fn upsert_variant<'a>(&'a self, doc: &'a VariantDoc) -> BoxFuture<'a, Result<()>>;
     /// Variants of camera `device` whose source starts in `[from_ms, to_ms)`, in time order (every rendition).
@@ -123,6 +129,8 @@ pub trait Index: Send + Sync {
         from_ms: i64,
         to_ms: i64,
     ) -> BoxFuture<'a, Result<Vec<VariantDoc>>>;
+    /// Delete these variant documents (transcoder retention).
+    fn delete_variants<'a>(&'a self, ids: &'a [String]) -> BoxFuture<'a, Result<()>>;
     /// The variants whose CID is `cid`.
     fn variant_by_cid<'a>(&'a self, cid: &'a str) -> BoxFuture<'a, Result<Vec<VariantDoc>>>;
     /// A short name for logs.

@@ -274,6 +274,30 @@ impl Index for Mongo {
         .boxed()
     }
 
+    fn first_after<'a>(
+        &'a self,
+        device: &'a str,
+        after_ms: i64,
+    ) -> BoxFuture<'a, Result<Option<i64>>> {
+        async move {
+            let filter =
+                doc! { "device_id": device, "start": { "$gt": DateTime::from_millis(after_ms) } };
+            let docs = find_all(
+                &self.segments,
+                filter,
+                Some(doc! { "start": 1 }),
+                Some(1),
+                "first after",
+            )
+            .await?;
+            Ok(docs
+                .first()
+                .and_then(|d| d.get_datetime("start").ok())
+                .map(|t| t.timestamp_millis()))
+        }
+        .boxed()
+    }
+
     fn upsert_variant<'a>(&'a self, doc: &'a VariantDoc) -> BoxFuture<'a, Result<()>> {
         async move {
             self.variants
@@ -297,6 +321,17 @@ impl Index for Mongo {
             let sort = doc! { "start": 1, "rendition": 1 };
             let docs = find_all(&self.variants, filter, Some(sort), None, "variants").await?;
             docs.iter().map(Self::variant_from_bson).collect()
+        }
+        .boxed()
+    }
+
+    fn delete_variants<'a>(&'a self, ids: &'a [String]) -> BoxFuture<'a, Result<()>> {
+        async move {
+            self.variants
+                .delete_many(doc! { "_id": { "$in": ids } })
+                .await
+                .map_err(err("delete variants"))?;
+            Ok(())
         }
         .boxed()
     }

@@ -28,6 +28,10 @@ use crate::ipfs::kubo::Kubo;
 pub const MAX_RENDITIONS: usize = 4;
 /// How often an idle transcoder looks for new segments.
 const POLL: Duration = Duration::from_secs(1);
+/// How often old renditions are deleted.
+const SWEEP_EVERY: Duration = Duration::from_secs(600);
+/// Tries of one source segment before it is skipped.
+const MAX_ATTEMPTS: u32 = 5;
 /// How much source time one index query of a job covers.
 const CATCH_UP_MS: i64 = 600_000;
 /// The longest one segment's transcoding may take.
@@ -78,8 +82,14 @@ impl JobStart {
         if !name_ok(&self.job_id, 64) {
             p.push("public.job_id: 1 to 64 of a-z, 0-9, '-', '_'".to_string());
         }
-        if self.camera.is_empty() || self.camera.len() > 64 {
-            p.push("public.camera: a camera id".to_string());
+        if self.camera.is_empty()
+            || self.camera.len() > 64
+            || !self
+                .camera
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            p.push("public.camera: a camera id (1 to 64 of letters, digits, '-', '_')".to_string());
         }
         if self.ladder.is_empty() || self.ladder.len() > MAX_RENDITIONS {
             p.push(format!(
@@ -202,6 +212,8 @@ pub struct Deps {
     pub node_id: String,
     pub ffmpeg: String,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Renditions are deleted (and unpinned) once their source is this old.
+    pub keep: Duration,
 }
 
 /// The `transcoder` child of `services`.
@@ -236,22 +248,37 @@ async fn run(
     });
     // Per job: the start of the newest source segment done.
     let mut cursors: BTreeMap<String, i64> = BTreeMap::new();
+    // Per source segment: failed attempts that may pass (IPFS, the index, the disk).
+    let mut attempts: BTreeMap<String, u32> = BTreeMap::new();
     tracing::info!(actor = %path, jobs = deps.jobs.len(), "transcoder running");
+    let mut swept: Option<std::time::Instant> = None;
     loop {
+        if swept.is_none_or(|t| t.elapsed() >= SWEEP_EVERY) {
+            swept = Some(std::time::Instant::now());
+            match sweep(&deps).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(actor = %path, variants = n, keep_days = deps.keep.as_secs() / 86_400,
+                    "deleted and unpinned renditions older than their keep time")
+                }
+                Err(e) => {
+                    tracing::warn!(actor = %path, "renditions could not be swept ({e}); trying again in {} min",
+                    SWEEP_EVERY.as_secs() / 60)
+                }
+            }
+        }
         let jobs = deps.jobs.list();
         cursors.retain(|id, _| jobs.iter().any(|j| &j.id == id));
         let mut worked = false;
         let mut retry: Option<String> = None;
+        // A job that has to wait does not hold up the others.
         for job in &jobs {
             if stop.is_cancelled() {
                 return ExitReason::Normal;
             }
-            match round(&deps, job, &mut cursors, &path).await {
+            match round(&deps, job, &mut cursors, &mut attempts, &path).await {
                 Ok(n) => worked |= n > 0,
-                Err(why) => {
-                    retry = Some(why);
-                    break;
-                }
+                Err(why) => retry = Some(format!("job {}: {why}", job.id)),
             }
         }
         if let Some(why) = retry {
@@ -280,6 +307,7 @@ async fn round(
     deps: &Arc<Deps>,
     job: &Job,
     cursors: &mut BTreeMap<String, i64>,
+    attempts: &mut BTreeMap<String, u32>,
     path: &str,
 ) -> Result<usize, String> {
     let cursor = match cursors.get(&job.id) {
@@ -307,8 +335,19 @@ async fn round(
         .await
         .map_err(|e| e.to_string())?;
     if docs.is_empty() && upto < now {
-        cursors.insert(job.id.clone(), upto - 1);
-        return Ok(1);
+        // Nothing in this stretch: go on from the next segment the index has (not past it: segments are
+        // indexed in order, and a recorder's indexer may be behind).
+        return match index
+            .first_after(&job.camera, cursor)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            Some(next) => {
+                cursors.insert(job.id.clone(), next - 1);
+                Ok(1)
+            }
+            None => Ok(0),
+        };
     }
     let mut done = 0;
     // A few per round, so that other jobs and a stop are not held up.
@@ -330,8 +369,19 @@ async fn round(
                     "cannot transcode this segment ({why}); skipping it");
                 deps.metrics.set_aside();
             }
-            Err(Failure::Retry(why)) => return Err(why),
+            Err(Failure::Retry(why)) => {
+                let n = attempts.entry(doc.id.clone()).or_insert(0);
+                *n += 1;
+                if *n < MAX_ATTEMPTS {
+                    return Err(why);
+                }
+                // Not coming back (e.g. its source was unpinned everywhere before the job got to it).
+                tracing::warn!(actor = %path, job = %job.id, segment = %doc.id, attempts = *n,
+                    "cannot transcode this segment after {MAX_ATTEMPTS} tries ({why}); skipping it");
+                deps.metrics.set_aside();
+            }
         }
+        attempts.remove(&doc.id);
         cursors.insert(job.id.clone(), doc.start_ms);
         done += 1;
     }
@@ -346,6 +396,38 @@ async fn round(
         cursors.insert(job.id.clone(), last);
     }
     Ok(done)
+}
+
+/// Delete the renditions whose source is older than `keep`: their files, their pins, their index documents
+/// and catalog rows, in batches (an indexed query each). Returns how many.
+async fn sweep(deps: &Arc<Deps>) -> crate::Result<usize> {
+    let before = chrono::Utc::now().timestamp_millis() - deps.keep.as_millis() as i64;
+    let index = deps.index.get().await?;
+    let mut total = 0;
+    loop {
+        let old = deps
+            .catalog
+            .run(move |c| c.old_variants(before, 500))
+            .await?;
+        if old.is_empty() {
+            return Ok(total);
+        }
+        for (_, cid, path) in &old {
+            if let Some(p) = path {
+                let _ = tokio::fs::remove_file(deps.data_dir.join(p)).await;
+            }
+            // Not pinned (any more) is as good as unpinned.
+            if let Err(e) = deps.kubo.pin_rm(cid).await
+                && e.is_transient()
+            {
+                return Err(e);
+            }
+        }
+        let ids: Vec<String> = old.into_iter().map(|(id, _, _)| id).collect();
+        index.delete_variants(&ids).await?;
+        total += ids.len();
+        deps.catalog.run(move |c| c.delete_variants(&ids)).await?;
+    }
 }
 
 /// The source segment's bytes in a file: this node's copy, else fetched through IPFS into `tmp`.
@@ -373,12 +455,22 @@ async fn source_file(deps: &Deps, doc: &IndexDoc, tmp: &Path) -> Result<PathBuf,
     Ok(tmp.to_path_buf())
 }
 
-/// `<data>/variants/<camera>/<job>/<rendition>/<session>/seg_<seq>.ts`
-fn variant_path(job: &Job, r: &Rendition, doc: &IndexDoc) -> String {
-    format!(
-        "variants/{}/{}/{}/{}/seg_{:05}.ts",
-        job.camera, job.id, r.name, doc.session, doc.seq
-    )
+/// `<data>/variants/<camera>/<job>/<rendition>/<session>/seg_<seq>.ts`; `None` when the index names the session
+/// with anything but letters, digits, `-`, `_`, `.` (never a path outside the data folder).
+fn variant_path(job: &Job, r: &Rendition, doc: &IndexDoc) -> Option<String> {
+    let safe = !doc.session.is_empty()
+        && doc.session.len() <= 128
+        && !doc.session.starts_with('.')
+        && doc
+            .session
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    safe.then(|| {
+        format!(
+            "variants/{}/{}/{}/{}/seg_{:05}.ts",
+            job.camera, job.id, r.name, doc.session, doc.seq
+        )
+    })
 }
 
 /// The ffmpeg arguments that make every rendition of `input` in one run (source timestamps kept, so the
@@ -444,7 +536,12 @@ async fn transcode(deps: &Arc<Deps>, job: &Job, doc: &IndexDoc) -> Result<usize,
     let input = source_file(deps, doc, &fetched).await?;
     let mut outputs = Vec::new();
     for r in &job.ladder {
-        let rel = variant_path(job, r, doc);
+        let Some(rel) = variant_path(job, r, doc) else {
+            return Err(Failure::Skip(format!(
+                "session name {:?} is not a folder name",
+                doc.session
+            )));
+        };
         let full = deps.data_dir.join(&rel);
         if let Some(dir) = full.parent() {
             tokio::fs::create_dir_all(dir)

@@ -118,7 +118,7 @@ pub(super) async fn vod(state: &State, cam: &CameraInfo, from: i64, to: i64) -> 
     docs.retain(|d| d.end_ms > from);
     docs.dedup_by(|a, b| a.id == b.id);
     let entries = entries_of(&docs);
-    render(Kind::Vod, cam, 0, 0, &entries, "max-age=60")
+    render(Kind::Vod, cam, 0, 0, 0, &entries, "max-age=60")
 }
 
 /// Playlist entries for segments named by CID under `prefix` (relative to the playlist), a discontinuity where
@@ -160,6 +160,7 @@ fn entries_of(docs: &[IndexDoc]) -> Vec<Entry> {
 fn render(
     kind: Kind,
     cam: &CameraInfo,
+    target_duration: u64,
     media_sequence: u64,
     discontinuity_sequence: u64,
     entries: &[Entry],
@@ -168,7 +169,7 @@ fn render(
     playlist_response(
         hls::render(&Playlist {
             kind,
-            target_duration: cam.target_duration,
+            target_duration: target_duration.max(cam.target_duration),
             media_sequence,
             discontinuity_sequence,
             entries,
@@ -200,8 +201,30 @@ pub struct Day {
     from: i64,
     segs: Vec<Seg>,
     fetched: Option<std::time::Instant>,
+    /// The longest segment so far, in whole seconds (TARGETDURATION never goes down).
+    target: u64,
     /// The day playlist as last rendered: (segments, kind, text).
-    rendered: Option<(usize, Kind, String)>,
+    rendered: Option<(usize, Kind, bytes::Bytes)>,
+}
+
+impl Day {
+    fn new(from: i64) -> Day {
+        Day {
+            from,
+            segs: Vec::new(),
+            fetched: None,
+            target: 0,
+            rendered: None,
+        }
+    }
+}
+
+/// Sequence numbers of a day start at the day's number × this, so they never go back at midnight (a day has
+/// fewer segments than this).
+const DAY_SEQUENCE: u64 = 1_000_000;
+
+fn day_number(from: i64) -> u64 {
+    (from.max(0) / 86_400_000) as u64
 }
 
 /// How often a remote camera's day is read again from the index.
@@ -221,38 +244,34 @@ impl Days {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .entry(cam.to_string())
-            .or_insert_with(|| {
-                Arc::new(tokio::sync::Mutex::new(Day {
-                    from,
-                    segs: Vec::new(),
-                    fetched: None,
-                    rendered: None,
-                }))
-            })
+            .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(Day::new(from))))
             .clone();
         let mut day = cell.lock_owned().await;
         if day.from != from {
-            // Another day asked for (midnight, or a past day): start over.
-            *day = Day {
-                from,
-                segs: Vec::new(),
-                fetched: None,
-                rendered: None,
-            };
+            // The next day (midnight): start over.
+            *day = Day::new(from);
         }
         if day.fetched.is_some_and(|t| t.elapsed() < DAY_REFRESH) {
             return Ok(day);
         }
-        let index = state
-            .index
-            .get()
-            .await
-            .map_err(|e| unavailable(format!("the index cannot be reached: {e}")))?;
         let since = day.segs.last().map_or(from, |d| d.start_ms);
-        let fresh = index
-            .range(&Scope::Device(cam.to_string()), since, to)
-            .await
-            .map_err(|e| unavailable(format!("the index cannot be read: {e}")))?;
+        let fetched = match state.index.get().await {
+            Ok(index) => index
+                .range(&Scope::Device(cam.to_string()), since, to)
+                .await
+                .map_err(|e| format!("the index cannot be read: {e}")),
+            Err(e) => Err(format!("the index cannot be reached: {e}")),
+        };
+        let fresh = match fetched {
+            Ok(f) => f,
+            // What is known still plays; the next look is in a second, not on every request.
+            Err(e) if !day.segs.is_empty() => {
+                tracing::warn!(camera = %cam, "{e}; serving the day as last read");
+                day.fetched = Some(std::time::Instant::now());
+                return Ok(day);
+            }
+            Err(e) => return Err(unavailable(e)),
+        };
         // The newest ones may come again (same start): skip what is already there.
         let known: std::collections::HashSet<&str> = day
             .segs
@@ -271,6 +290,7 @@ impl Days {
                 Some(prev) => (Arc::from(d.session.as_str()), prev.disc_no + 1),
                 None => (Arc::from(d.session.as_str()), 0),
             };
+            day.target = day.target.max((d.duration_ms.max(0) as u64).div_ceil(1000));
             day.segs.push(Seg {
                 cid: d.cid.into(),
                 start_ms: d.start_ms,
@@ -292,7 +312,8 @@ fn seg_entries(segs: &[Seg]) -> Vec<Entry> {
     )
 }
 
-/// Today's day playlist (EVENT while the day runs; sliding when `sliding`) of a camera recorded elsewhere.
+/// A day playlist of a camera recorded elsewhere: today's from the kept day (EVENT; sliding when `sliding`),
+/// a past day's straight from the index (VOD).
 pub(super) async fn day(
     state: &State,
     cam: &CameraInfo,
@@ -301,6 +322,9 @@ pub(super) async fn day(
     today: bool,
     sliding: bool,
 ) -> HttpResponse {
+    if !today {
+        return vod(state, cam, from, to).await;
+    }
     let mut day = match state.days.get(state, &cam.id, from, to).await {
         Ok(d) => d,
         Err(r) => return r,
@@ -318,15 +342,16 @@ pub(super) async fn day(
     {
         return playlist_response(text.clone(), cache);
     }
-    let text = hls::render(&Playlist {
+    let base = day_number(day.from) * DAY_SEQUENCE;
+    let text = bytes::Bytes::from(hls::render(&Playlist {
         kind,
-        target_duration: cam.target_duration,
-        media_sequence: 0,
-        discontinuity_sequence: 0,
+        target_duration: day.target.max(cam.target_duration),
+        media_sequence: base,
+        discontinuity_sequence: base,
         entries: &seg_entries(&day.segs),
         can_skip_until: None,
         skipped: 0,
-    });
+    }));
     day.rendered = Some((n, kind, text.clone()));
     playlist_response(text, cache)
 }
@@ -349,11 +374,13 @@ pub(super) async fn live(state: &State, cam: &CameraInfo, from: i64, to: i64) ->
     ) {
         first.discontinuity = *prev.session != *day.segs[skip].session;
     }
+    let base = day_number(day.from) * DAY_SEQUENCE;
     render(
         Kind::Live,
         cam,
-        skip as u64,
-        disc_before,
+        day.target,
+        base + skip as u64,
+        base + disc_before,
         &entries,
         "no-cache",
     )
@@ -561,7 +588,7 @@ pub(super) async fn variant_vod(
         }),
         "../../ipfs/",
     );
-    render(Kind::Vod, &cam, 0, 0, &entries, "max-age=10")
+    render(Kind::Vod, &cam, 0, 0, 0, &entries, "max-age=10")
 }
 
 fn segment_response(body: bytes::Bytes) -> HttpResponse {
