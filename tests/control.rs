@@ -552,7 +552,7 @@ fn a_broker_restart_mid_stream_loses_no_command_and_applies_none_twice() {
     // The broker goes down while the node works through them (the node shows the link down), and comes back
     // with its data.
     broker.stop();
-    wait_until("the AMQP link shown down", Duration::from_secs(15), || {
+    wait_until("the AMQP link shown down", Duration::from_secs(30), || {
         v.get("/metrics")
             .text()
             .contains("vigil_link_up{link=\"amqp\"} 0")

@@ -123,6 +123,15 @@ pub async fn declare_node_queue(ch: &Channel, c: &ControlConfig, node: &str) -> 
     Ok(queue)
 }
 
+/// Aborts a task when dropped (when the session that started it ends).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 fn json_props() -> BasicProperties {
     BasicProperties::default()
         .with_content_type(ShortString::from("application/json"))
@@ -202,7 +211,7 @@ async fn run(
 async fn session(
     levers: &Arc<Levers>,
     key: &Key,
-    link: &LinkCell,
+    link: &Arc<LinkCell>,
     config: &ControlConfig,
     path: &str,
     exit: &supervisors::ExitSlot,
@@ -229,6 +238,18 @@ async fn session(
         .await
         .map_err(|e| amqp_err("basic.consume", e))?;
     link.set(true);
+    // The link shows the connection itself, also while a command is being applied and nothing reads the
+    // consumer: a watcher flips it as soon as the connection is gone.
+    let watcher = {
+        let (status, link) = (conn.status().clone(), link.clone());
+        tokio::spawn(async move {
+            while status.connected() {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            link.set(false);
+        })
+    };
+    let _stop_watcher = AbortOnDrop(watcher);
     backoff.reset();
     exit.healthy();
     tracing::info!(actor = %path, queue = %queue, "control plane connected; taking commands");

@@ -117,13 +117,22 @@ impl Broker {
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
-            // The Erlang VM (a child in the same group) goes with the script; wait until its port is closed
-            // (no panic here: this also runs in Drop).
-            let deadline = std::time::Instant::now() + Duration::from_secs(30);
-            while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
-                && std::time::Instant::now() < deadline
-            {
+            // The Erlang VM (a child in the same group) goes with the script; wait until its port is closed,
+            // and kill the group if it is not within 10 s (no panic here: this also runs in Drop).
+            let open = || std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok();
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while open() && std::time::Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(50));
+            }
+            if open() {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pgid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                while open() && std::time::Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
             }
         }
     }
