@@ -68,11 +68,17 @@ pub struct JobStart {
     pub ladder: Vec<Rendition>,
 }
 
+/// 1 to `max` of `a-z`, `0-9`, `-`, `_` (job ids, rendition names).
 fn name_ok(s: &str, max: usize) -> bool {
     !s.is_empty()
         && s.len() <= max
         && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+/// Is `name` a rendition name (as a ladder gives it, and as URLs name it)?
+pub fn rendition_name_ok(name: &str) -> bool {
+    name_ok(name, 16)
 }
 
 impl JobStart {

@@ -24,6 +24,15 @@ use crate::pipeline::announce::plausible_cid;
 /// Segments look back this far for the one running at a range's start.
 const LOOK_BACK_MS: i64 = 120_000;
 
+/// The index, or the 503 that says it cannot be reached.
+async fn index_of(state: &State) -> Result<std::sync::Arc<dyn crate::index::Index>, HttpResponse> {
+    state
+        .index
+        .get()
+        .await
+        .map_err(|e| unavailable(format!("the index cannot be reached: {e}")))
+}
+
 fn unavailable(what: impl Into<String>) -> HttpResponse {
     super::error(
         actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
@@ -104,9 +113,9 @@ pub(super) async fn index_json(
 
 /// VOD of a camera recorded elsewhere: the index's documents for the range, each segment through the proxy.
 pub(super) async fn vod(state: &State, cam: &CameraInfo, from: i64, to: i64) -> HttpResponse {
-    let index = match state.index.get().await {
+    let index = match index_of(state).await {
         Ok(i) => i,
-        Err(e) => return unavailable(format!("the index cannot be reached: {e}")),
+        Err(r) => return r,
     };
     let mut docs = match index
         .range(&Scope::Device(cam.id.clone()), from - LOOK_BACK_MS, to)
@@ -462,15 +471,6 @@ pub(super) async fn ipfs(
     }
 }
 
-/// Is `name` a rendition name (1 to 16 of a-z, 0-9, '-', '_')?
-fn rendition_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 16
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-}
-
 /// A master playlist of `[from, to)`: the source (`vod.m3u8`) and every rendition the transcoder made of it
 /// (`variants/<name>/vod.m3u8`), each with its bandwidth (and size, for renditions).
 #[route("/master.m3u8", method = "GET", method = "HEAD")]
@@ -483,9 +483,9 @@ pub(super) async fn master(
         Ok(x) => x,
         Err(r) => return r,
     };
-    let index = match state.index.get().await {
+    let index = match index_of(&state).await {
         Ok(i) => i,
-        Err(e) => return unavailable(format!("the index cannot be reached: {e}")),
+        Err(r) => return r,
     };
     let variants = match index.variants(&cam.id, from - LOOK_BACK_MS, to).await {
         Ok(v) => v,
@@ -559,12 +559,12 @@ pub(super) async fn variant_vod(
         Ok(x) => x,
         Err(r) => return r,
     };
-    if !rendition_name(&rendition) {
+    if !crate::transcode::rendition_name_ok(&rendition) {
         return bad_request("a rendition name is 1 to 16 of a-z, 0-9, '-', '_'");
     }
-    let index = match state.index.get().await {
+    let index = match index_of(&state).await {
         Ok(i) => i,
-        Err(e) => return unavailable(format!("the index cannot be reached: {e}")),
+        Err(r) => return r,
     };
     let mut docs = match index.variants(&cam.id, from - LOOK_BACK_MS, to).await {
         Ok(v) => v,
