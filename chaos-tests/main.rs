@@ -16,7 +16,9 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+mod clock;
 mod invariants;
+mod net;
 mod rng;
 
 use std::path::Path;

@@ -2,7 +2,7 @@
 # install.sh — idempotent installer for the vigil test bed (real servers, no mocks).
 #
 # Usage: testbed/install.sh [component ...]
-#   Components known today: ffmpeg camera ipfs mongo   (default: all of them)
+#   Components known today: ffmpeg camera ipfs mongo nginx prometheus rabbitmq chaos   (default: all of them)
 #     ipfs   js-ipfs 0.66.1 from testbed/ipfs/package-lock.json, `npm ci` into
 #            ${VIGIL_CACHE_DIR:-$HOME/.cache/vigil}/ipfs-<sha256 of the lockfile>/ (testbed/npm-cache.sh ipfs)
 #     mongo  SecantusDB 0.7.0b3 (MongoDB wire protocol) in a venv at
@@ -11,6 +11,8 @@
 #     prometheus  Prometheus 2.42 and promtool (binary only; the package's own service is kept from starting)
 #     rabbitmq  RabbitMQ 3.10 (AMQP 0-9-1 broker; the package's own service is kept from starting: it would
 #            listen on every interface. up.sh and the tests start it loopback-only.)
+#     chaos  what chaos-tests/ injects faults with: nftables (packet loss and partitions inside a private
+#            network namespace), iproute2 (`ip netns`), libfaketime (wall-clock steps around vigil)
 #
 # The caches live outside the clone (CI clones afresh every run) and are reused when complete.
 # Each component is one function `install_<name>`. apt-get update runs at most once, and only
@@ -19,7 +21,7 @@
 set -euo pipefail
 
 export DEBIAN_FRONTEND=noninteractive
-ALL_COMPONENTS=(ffmpeg camera ipfs mongo nginx prometheus rabbitmq)
+ALL_COMPONENTS=(ffmpeg camera ipfs mongo nginx prometheus rabbitmq chaos)
 
 log() { printf '[install] %s\n' "$*" >&2; }
 die() { printf '[install] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -179,6 +181,13 @@ install_rabbitmq() {
     [[ -x /usr/lib/rabbitmq/bin/rabbitmq-server || -n $(command -v rabbitmq-server) ]] ||
         die "rabbitmq-server missing after apt-get install rabbitmq-server"
     command -v epmd >/dev/null || [[ -x /usr/bin/epmd ]] || die "epmd (erlang) missing after installing rabbitmq-server"
+}
+
+install_chaos() {
+    apt_install nftables iproute2 faketime
+    command -v nft >/dev/null || die "nft missing after apt-get install nftables"
+    command -v ip >/dev/null || die "ip missing after apt-get install iproute2"
+    command -v faketime >/dev/null || die "faketime missing after apt-get install faketime"
 }
 
 install_mongo() {
