@@ -17,6 +17,7 @@
 mod support;
 
 mod clock;
+mod crash;
 mod invariants;
 mod net;
 mod rng;
