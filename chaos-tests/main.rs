@@ -18,6 +18,7 @@ mod support;
 
 mod clock;
 mod crash;
+mod deps;
 mod invariants;
 mod net;
 mod rng;
