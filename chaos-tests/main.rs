@@ -19,6 +19,7 @@ mod support;
 mod clock;
 mod crash;
 mod deps;
+mod disk;
 mod invariants;
 mod net;
 mod rng;

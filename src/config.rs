@@ -197,6 +197,11 @@ pub struct RetentionConfig {
     /// the private IPFS network is trusted.
     #[serde(default)]
     pub mirror_peers: Vec<String>,
+    /// Space vigil holds in a file of its own (`<data_dir>/.vigil-reserve`) and gives back when free space
+    /// falls below `critical_free`: on a completely full disk the catalog still has room to record the
+    /// deletions that make space again. Recreated once there is room for it above `min_free`. 0: none.
+    #[serde(default = "default_reserve")]
+    pub reserve: Space,
 }
 
 impl Default for RetentionConfig {
@@ -209,10 +214,14 @@ impl Default for RetentionConfig {
             check_seconds: default_retention_check(),
             min_replicas: None,
             mirror_peers: Vec::new(),
+            reserve: default_reserve(),
         }
     }
 }
 
+fn default_reserve() -> Space {
+    Space::Bytes(4 << 20)
+}
 fn default_min_free() -> Space {
     Space::Percent(5.0)
 }

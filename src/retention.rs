@@ -10,6 +10,12 @@
 //! (ffmpeg, the catalog) wakes retention at once ([`press`]). A deleted segment pinned on the local IPFS node
 //! is unpinned (the node's garbage collection then frees its blocks).
 //!
+//! A full disk must not lock retention out: deleting footage starts with a catalog write, which SQLite
+//! refuses when not one block is free. So vigil holds `reserve` bytes (default 4 MiB) in
+//! `<data_dir>/.vigil-reserve` and deletes that file first when free space falls below `critical_free`
+//! (something else filled the disk); the pass then has room to work. Until the reserve is back, retention
+//! counts its size as taken, so it makes room for it, and recreates it once it fits above `min_free`.
+//!
 //! Deletion is crash-safe and keeps catalog, playlists and disk consistent: rows are tombstoned first (they
 //! leave every playlist and the pipeline), then the files are removed, then the rows; a session folder goes
 //! once its last segment has. A tombstone found at start (a crash in between) is finished first. Every step
@@ -39,6 +45,9 @@ const CLUSTER_ASKS: usize = 256;
 
 /// Rows looked at per step.
 const STEP: usize = 64;
+
+/// The reserve's file name in the data folder.
+pub const RESERVE_FILE: &str = ".vigil-reserve";
 
 fn pressure() -> &'static Notify {
     static P: std::sync::OnceLock<Notify> = std::sync::OnceLock::new();
@@ -174,6 +183,40 @@ impl Retention {
         Ok((gone.len() as u64, bytes))
     }
 
+    /// Write the reserve file (`bytes` of zeros, really allocated) if it fits above `min_free`; a failure leaves
+    /// no partial file and is retried on a later pass. Blocking.
+    fn make_reserve(&self, file: &Path, bytes: u64, total: u64) {
+        use std::io::Write;
+        let Ok((free, _)) = disk_space(&self.data_dir) else {
+            return;
+        };
+        if free < bytes.saturating_add(self.cfg.min_free.bytes_of(total)) {
+            return;
+        }
+        let tmp = file.with_extension("tmp");
+        let result = (|| -> std::io::Result<()> {
+            let mut f = std::fs::File::create(&tmp)?;
+            let chunk = vec![0u8; 64 * 1024];
+            let mut left = bytes;
+            while left > 0 {
+                let n = left.min(chunk.len() as u64) as usize;
+                f.write_all(&chunk[..n])?;
+                left -= n as u64;
+            }
+            f.sync_all()?;
+            std::fs::rename(&tmp, file)
+        })();
+        match result {
+            Ok(()) => {
+                tracing::info!(actor = %self.path, bytes, "reserve in place ({}): given back if the disk ever fills up", file.display())
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                tracing::warn!(actor = %self.path, "cannot write the reserve {}: {e}; trying again later", file.display());
+            }
+        }
+    }
+
     /// One pass: finish interrupted deletions, then delete what the rules ask for, as planned at the start of
     /// the pass (so that space taken by something other than footage cannot make one pass delete everything).
     /// Returns segments deleted.
@@ -190,9 +233,31 @@ impl Retention {
             .cfg
             .max_age_days
             .map(|d| now_ms - i64::from(d) * 86_400_000);
-        let (free, total) = disk_space(&self.data_dir)?;
+        let (mut free, total) = disk_space(&self.data_dir)?;
+        let reserve = self.cfg.reserve.bytes_of(total);
+        let reserve_file = self.data_dir.join(RESERVE_FILE);
+        let critical_bytes = self.cfg.critical_free.bytes_of(total);
+        let mut held = reserve > 0 && reserve_file.exists();
+        if held && free < critical_bytes {
+            match std::fs::remove_file(&reserve_file) {
+                Ok(()) => {
+                    held = false;
+                    tracing::warn!(actor = %self.path, free, reserve, critical = critical_bytes,
+                        "the disk is (nearly) full: released vigil's reserve so that the catalog can record deletions; making room, then recreating the reserve");
+                    free = disk_space(&self.data_dir)?.0;
+                }
+                Err(e) => {
+                    tracing::error!(actor = %self.path, "cannot release the reserve {}: {e}", reserve_file.display())
+                }
+            }
+        }
+        // Until the reserve is back, its room counts as taken: retention makes room for it too.
+        let owed = if reserve > 0 && !held { reserve } else { 0 };
         let footage = catalog.total_bytes()?.max(0) as u64;
-        let plan = plan(&self.cfg, footage, free, total);
+        let plan = plan(&self.cfg, footage, free.saturating_sub(owed), total);
+        if owed > 0 && plan.bytes == 0 {
+            self.make_reserve(&reserve_file, reserve, total);
+        }
         let (mut need, mut need_critical) = (plan.bytes.min(footage), plan.critical.min(footage));
         loop {
             let mut batch = Vec::new();
