@@ -12,6 +12,16 @@
 //!   session of weeks, and no single late observation moves a segment by more than a millisecond or so.
 //!
 //! So consecutive segments stay contiguous within 500 ppm and their times follow the box's clock.
+//!
+//! A camera's timeline never goes backwards. When the box's clock steps back (an NTP correction, an operator's
+//! `date -s`) before a new session starts or while its first segments settle the anchor, its observations
+//! can be earlier than where the camera's previous session ended, or than the session's own start (settling
+//! takes any earlier observation): the session's anchor is held at that point ([`Timeline::not_before`]), so
+//! no two sessions overlap and every playlist stays in recording order; the watcher logs a warning with the
+//! size of the step. The footage is then stamped ahead of the clock by at most the backward steps since recording last
+//! paused; after the first segments the usual slew follows the clock back at 500 ppm, and the lead is gone
+//! at the next recording gap longer than it. A forward step needs nothing: inside a session it is absorbed by the slew like any late observation;
+//! a session that starts after it starts later, leaving a gap marked by a discontinuity like any restart.
 
 /// How many segments may still pull the anchor down to an earlier observation.
 const SETTLE: u32 = 5;
@@ -26,6 +36,13 @@ pub struct Timeline {
     placed: u32,
     /// Media time (s) of the end of the last placed segment.
     last_media_end: Option<f64>,
+    /// Wall-clock ms no segment may start before while the anchor settles: the end of the camera's previous
+    /// session.
+    floor_ms: Option<f64>,
+    /// The lowest anchor the floor allows (fixed by the first placed segment).
+    min_anchor_ms: Option<f64>,
+    /// How far (ms) the floor held the anchor above the observations, at most.
+    held_back_ms: f64,
 }
 
 impl Timeline {
@@ -34,8 +51,24 @@ impl Timeline {
         Timeline {
             anchor_ms: Some(anchor_ms),
             placed: SETTLE,
-            last_media_end: None,
+            ..Timeline::default()
         }
+    }
+
+    /// A new session's timeline that never starts before `floor_ms` (the later of the session's own start and
+    /// the wall-clock end of the camera's previous session): if the observations of its first segments are
+    /// earlier (the clock stepped back), the anchor is held at the floor.
+    pub fn not_before(floor_ms: f64) -> Timeline {
+        Timeline {
+            floor_ms: Some(floor_ms),
+            ..Timeline::default()
+        }
+    }
+
+    /// How far (ms) the floor held this session's anchor above what its observations said: the size of a
+    /// backward clock step (0 if none).
+    pub fn held_back_ms(&self) -> f64 {
+        self.held_back_ms
     }
 
     /// The anchor, if any segment was placed.
@@ -53,7 +86,7 @@ impl Timeline {
         observed: Option<f64>,
         fallback: f64,
     ) -> i64 {
-        let anchor = match (self.anchor_ms, observed) {
+        let mut anchor = match (self.anchor_ms, observed) {
             (None, Some(o)) => o,
             (None, None) => fallback,
             (Some(a), Some(o)) if self.placed < SETTLE && o < a => o,
@@ -67,6 +100,17 @@ impl Timeline {
             }
             (Some(a), None) => a,
         };
+        if self.placed < SETTLE
+            && let Some(floor) = self.floor_ms
+        {
+            let min = *self
+                .min_anchor_ms
+                .get_or_insert(floor - media_start * 1000.0);
+            if anchor < min {
+                self.held_back_ms = self.held_back_ms.max(min - anchor);
+                anchor = min;
+            }
+        }
         self.anchor_ms = Some(anchor);
         self.placed = self.placed.saturating_add(1);
         self.last_media_end = Some(media_start + media_dur);
@@ -119,6 +163,42 @@ mod tests {
         // A fresh timeline with nothing observed uses the fallback.
         assert_eq!(Timeline::default().place(1.5, 2.0, None, 7000.0), 8500);
         assert_eq!(Timeline::anchored(100.0).place(1.0, 2.0, None, 0.0), 1100);
+    }
+
+    #[test]
+    fn a_session_after_a_backward_step_starts_where_the_previous_one_ended() {
+        // The previous session ended at 10 000 000; the clock then stepped back by an hour.
+        let end = 10_000_000.0;
+        let step = 3_600_000.0;
+        let mut t = Timeline::not_before(end);
+        // Its first segment (media 0.4..2.4 s: joined mid-GOP) is observed an hour early, the next ones too,
+        // and settling would pull the anchor further down to an earlier observation: held at the floor.
+        assert_eq!(
+            t.place(0.4, 2.0, Some(end + 1_000.0 - step), 0.0),
+            10_000_000
+        );
+        assert_eq!(t.place(2.4, 2.0, Some(end + 500.0 - step), 0.0), 10_002_000);
+        for k in 2..SETTLE as i64 {
+            let s = t.place(0.4 + 2.0 * k as f64, 2.0, Some(end - step), 0.0);
+            assert_eq!(s, 10_000_000 + 2_000 * k);
+        }
+        // The size of the step, as far as the observations tell (the first file was created 400 ms late).
+        assert_eq!(t.held_back_ms(), step - 400.0);
+        // Settled: the usual slew follows the clock back, at most 500 ppm (1 ms per 2 s segment).
+        let s = t.place(10.4, 2.0, Some(end - step), 0.0);
+        assert_eq!(s, 10_000_000 + 10_000 - 1);
+        // Without a floor the same observations would start an hour before the previous session's end.
+        let mut free = Timeline::default();
+        assert!(free.place(0.4, 2.0, Some(end + 1_000.0 - step), 0.0) < end as i64);
+        // A later observation (a forward step, an outage) is not touched: a gap, not a hold.
+        let mut after = Timeline::not_before(end);
+        assert_eq!(after.place(0.0, 2.0, Some(end + step), 0.0), 13_600_000);
+        assert_eq!(after.held_back_ms(), 0.0);
+        // The fallback (nothing observed) is held too.
+        assert_eq!(
+            Timeline::not_before(end).place(0.0, 2.0, None, 5.0),
+            10_000_000
+        );
     }
 
     proptest! {

@@ -4,7 +4,9 @@
 //! end). The watcher follows only the session ffmpeg is writing (inotify on that one folder, plus a periodic
 //! look in case a notification is lost), reads just the bytes appended since its last read, and catalogues
 //! each new segment with its wall-clock start from the session's [`Timeline`]: O(1) per segment, whatever the
-//! session's length or the camera's history.
+//! session's length or the camera's history. A new session's timeline starts no earlier than the session was
+//! started and the camera's newest catalogued footage ends (see [`Timeline::not_before`]): a backward clock
+//! step is logged, and never lets the camera's timeline go backwards.
 //!
 //! When a run ends (crash, SIGKILL, stall kill, camera drop), the watcher reads the list's last lines, then
 //! looks for segment files the list does not name — the partial segment ffmpeg was writing — checks each with
@@ -36,6 +38,9 @@ use crate::error::{Error, Result};
 const TICK: Duration = Duration::from_secs(2);
 /// Rows per catalog transaction when a rescan catalogues many at once.
 const BATCH: usize = 500;
+/// A new session held back by at least this much (s) at the end of the camera's previous one is reported as a
+/// backward clock step (less is the usual jitter of observations).
+const STEP_REPORTED_S: f64 = 1.0;
 /// Longest an ffprobe of a partial segment may take.
 const FFPROBE_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -84,6 +89,8 @@ pub struct SessionState {
     media_end: Option<f64>,
     /// Whether a segment of this session was catalogued.
     any: bool,
+    /// Whether a backward clock step was reported for this session.
+    step_reported: bool,
 }
 
 impl SessionState {
@@ -157,6 +164,13 @@ fn read_new(
             observed,
             now_ms as f64 - l.end * 1000.0,
         );
+        let held_s = st.timeline.held_back_ms() / 1000.0;
+        if held_s >= STEP_REPORTED_S && !st.step_reported {
+            st.step_reported = true;
+            tracing::warn!(camera = %cam.config.id, %session, step_s = held_s.round(),
+                "camera {}: the wall clock went back by about {held_s:.0} s: its new session's footage would start before the session was started or before the camera's previous session ended. It is stamped from there instead, so that the camera's timeline and playlists never go backwards: ahead of the clock by up to {held_s:.0} s, a lead that shrinks by 1.8 s per hour recorded (500 ppm) and ends at the next recording gap longer than it",
+                cam.config.id);
+        }
         let duration_ms = ((l.end - l.start) * 1000.0).round() as i64;
         rows.push(new_segment(
             cam,
@@ -441,17 +455,40 @@ impl Scanner {
             self.cam.config.id.clone(),
             session.to_string(),
         );
-        self.retry("registering the session", || {
-            let (catalog, camera, name) = (catalog.clone(), camera.clone(), name.clone());
-            async move { catalog.run(move |c| c.open_session(&camera, &name)).await }
-        })
-        .await?;
+        // Where the camera's footage ends so far: the new session never starts before it (the clock may have
+        // stepped back since) nor before it was started (the clock may step back while it settles).
+        let latest = self
+            .retry("registering the session", || {
+                let (catalog, camera, name) = (catalog.clone(), camera.clone(), name.clone());
+                async move {
+                    catalog
+                        .run(move |c| {
+                            c.open_session(&camera, &name)?;
+                            c.latest(&camera)
+                        })
+                        .await
+                }
+            })
+            .await?;
         let dir = self.cam.dir.join(session);
         if let Some(Err(e)) = self.with_inotify(|w| w.watch(&dir, RecursiveMode::NonRecursive)) {
             tracing::warn!(actor = %self.path, "cannot watch {}: {e}; looking every {} s instead", dir.display(), TICK.as_secs());
         }
-        self.sessions
-            .insert(session.to_string(), SessionState::default());
+        // Nothing of it can have been recorded before its folder was made (ffmpeg is spawned after), nor before
+        // the camera's footage so far ends.
+        let floor = latest
+            .map(|l| l.start_ms + l.duration_ms)
+            .into_iter()
+            .chain(super::session::started_ms(session))
+            .max();
+        let timeline = floor.map_or_else(Timeline::default, |f| Timeline::not_before(f as f64));
+        self.sessions.insert(
+            session.to_string(),
+            SessionState {
+                timeline,
+                ..SessionState::default()
+            },
+        );
         self.current = Some(session.to_string());
         Ok(())
     }
