@@ -89,10 +89,10 @@ fn a_full_disk_never_stops_recording_deletes_only_distributed_footage_and_keeps_
         let since = chrono::Utc::now().timestamp_millis();
         // Recording goes on: a segment that began after the disk was full is catalogued.
         let deadline = Instant::now() + Duration::from_secs(60);
-        while !c
+        while c
             .latest("cam1")
             .unwrap()
-            .is_some_and(|s| s.start_ms > since)
+            .is_none_or(|s| s.start_ms <= since)
         {
             if Instant::now() > deadline {
                 let log = vigil.log();
