@@ -295,3 +295,42 @@ async fn a_camera_rejecting_our_credentials_backs_off_to_its_cap_and_says_so() {
     assert_eq!(status.state, State::AuthFailed);
     assert!(status.last_error.unwrap().contains("401"));
 }
+
+#[actix_rt::test]
+async fn each_start_that_gets_nothing_gives_the_next_twice_as_long_to_connect() {
+    // Connects and never writes a byte: a camera behind a link too slow for the first start's limit.
+    let mut rig = Rig::start("exec sleep 1000", "rtsp://127.0.0.1:9/x");
+    let mut limits = Vec::new();
+    for generation in 0..3u64 {
+        let (started, _) = rig
+            .until("ffmpeg start", |k| {
+                child_is(k, "ffmpeg")
+                    && matches!(k, EventKind::Started { generation: g, .. } if *g == generation)
+            })
+            .await;
+        let (exited, kind) = rig
+            .until("ffmpeg exit", |k| {
+                child_is(k, "ffmpeg") && matches!(k, EventKind::Exited { .. })
+            })
+            .await;
+        let EventKind::Exited { reason, .. } = kind else {
+            unreachable!()
+        };
+        assert!(reason.to_string().contains("nothing recorded"), "{reason}");
+        limits.push((exited - started).as_secs_f64());
+    }
+    // 2 × segment_seconds (2) + 3 = 7 s for the first start (stall_seconds is less), then 14 s, then 28 s,
+    // each plus at most a tick or two.
+    for (got, want) in limits.iter().zip([7.0, 14.0, 28.0]) {
+        assert!(
+            (want..want + 0.7).contains(got),
+            "start limits {limits:?}, expected 7, 14, 28 s"
+        );
+    }
+    assert_eq!(
+        rig.rt
+            .start_stalls
+            .load(std::sync::atomic::Ordering::Relaxed),
+        3
+    );
+}

@@ -14,6 +14,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -30,6 +31,8 @@ pub const TERM_GRACE: Duration = Duration::from_secs(3);
 pub const STALL_GRACE: Duration = Duration::from_secs(1);
 /// How often the watchdog looks at the current segment's size.
 const WATCHDOG_TICK: Duration = Duration::from_millis(200);
+/// The longest an ffmpeg run may take to its first byte after runs in a row that got nothing.
+const START_LIMIT_MAX: Duration = Duration::from_secs(60);
 /// Longest wait for the catalog to register a new session before ffmpeg starts anyway.
 const REGISTER_WAIT: Duration = Duration::from_secs(2);
 /// Stderr lines kept for the restart log.
@@ -454,6 +457,9 @@ impl Ffmpeg {
         {
             let first = self.progress.is_none_or(|q| q.bytes == 0);
             self.progress = Some(p);
+            if first {
+                self.cam.start_stalls.store(0, Ordering::Relaxed);
+            }
             // The last byte came with the file's last write, at most one tick ago.
             let age = age.unwrap_or_default().min(WATCHDOG_TICK);
             self.last_progress = now.checked_sub(age).unwrap_or(now).max(self.started);
@@ -470,13 +476,17 @@ impl Ffmpeg {
             return;
         }
         let stall = Duration::from_secs(u64::from(self.cam.config.stall_seconds));
-        // Before the first byte ffmpeg connects, probes and waits for a keyframe: allow for a whole GOP.
+        // Before the first byte ffmpeg connects, probes and waits for a keyframe: allow for a whole GOP, and
+        // twice as long after each run in a row that got nothing (a slow link: the RTSP handshake alone is
+        // four round trips), up to START_LIMIT_MAX.
         let limit = if self.progress.is_some() {
             stall
         } else {
-            stall.max(Duration::from_secs(
+            let base = stall.max(Duration::from_secs(
                 2 * u64::from(self.cam.config.segment_seconds) + 3,
-            ))
+            ));
+            let doublings = self.cam.start_stalls.load(Ordering::Relaxed).min(4);
+            (base * 2u32.pow(doublings)).min(START_LIMIT_MAX.max(base))
         };
         let quiet = now.saturating_duration_since(self.last_progress);
         if quiet >= limit {
@@ -488,10 +498,14 @@ impl Ffmpeg {
                 )
             } else {
                 format!(
-                    "nothing recorded {:.1} s after ffmpeg started",
-                    quiet.as_secs_f64()
+                    "nothing recorded {:.1} s after ffmpeg started (the next run gets up to {} s: a slow link may need longer to connect)",
+                    quiet.as_secs_f64(),
+                    (limit * 2).min(START_LIMIT_MAX.max(limit)).as_secs()
                 )
             };
+            if self.progress.is_none() {
+                self.cam.start_stalls.fetch_add(1, Ordering::Relaxed);
+            }
             announce(&self.cam, State::Stalled, &why, self.now_ms());
             let tail = self.stderr_summary();
             self.exit

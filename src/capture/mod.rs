@@ -254,6 +254,10 @@ pub struct CameraRuntime {
     /// the assignment only), so a watcher recovering from a crash that sees the new run's (still empty)
     /// folder also sees its name here, and never finishes or removes it as a leftover.
     pub live_session: Mutex<Option<String>>,
+    /// ffmpeg runs in a row stopped for writing nothing before their first byte: each doubles the time the
+    /// next run gets to connect (a camera behind a slow link needs several round trips before the first
+    /// frame); back to zero once bytes flow.
+    pub start_stalls: std::sync::atomic::AtomicU32,
 }
 
 impl CameraRuntime {
@@ -291,6 +295,7 @@ impl CameraRuntime {
             inbox: Mutex::new(None),
             last_probe: Mutex::new(None),
             live_session: Mutex::new(None),
+            start_stalls: std::sync::atomic::AtomicU32::new(0),
         }
     }
 
