@@ -237,15 +237,7 @@ fn wall_clock_steps_of_an_hour_keep_playlists_ordered_and_lose_nothing() {
             ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
         ],
     );
-    let line = vigil.expect_line("HTTP listening on http://", Duration::from_secs(15));
-    vigil.addr = line
-        .split("http://")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string();
+    vigil.wait_listening();
     let c = catalog(&data);
     wait_until("the first segment", Duration::from_secs(30), || {
         c.count(Some("cam1")).unwrap() >= 1

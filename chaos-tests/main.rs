@@ -175,6 +175,21 @@ fn wait_for<T>(mut f: impl FnMut() -> Option<T>, within: Duration, what: &str) -
     out.unwrap()
 }
 
+/// Start vigil on `path` and wait until each of `cams` has a catalogued segment.
+fn start_recording(path: &Path, data: &Path, cams: &[&str]) -> (Vigil, vigil::catalog::Catalog) {
+    let vigil = Vigil::start(path);
+    let c = catalog(data);
+    wait_until(&format!("{cams:?} record"), Duration::from_secs(30), || {
+        cams.iter().all(|cam| c.count(Some(cam)).unwrap() >= 1)
+    });
+    (vigil, c)
+}
+
+/// Whether `cam` has a catalogued segment that started at or after `since_ms`.
+fn started_since(c: &vigil::catalog::Catalog, cam: &str, since_ms: i64) -> bool {
+    c.all(cam).unwrap().iter().any(|r| r.start_ms >= since_ms)
+}
+
 /// The state `/api/cameras` shows for `id`.
 fn state_of(v: &Vigil, id: &str) -> String {
     let api: serde_json::Value = serde_json::from_str(&v.get("/api/cameras").text()).unwrap();
@@ -213,18 +228,9 @@ fn camera_reboots_freezes_flapping_and_wrong_credentials_are_recovered_or_report
         ),
     )
     .unwrap();
-    let mut vigil = Vigil::start(&path);
-    let c = catalog(&data);
-    wait_until("both good cameras record", Duration::from_secs(30), || {
-        c.count(Some("faulty")).unwrap() >= 1 && c.count(Some("steady")).unwrap() >= 1
-    });
+    let (mut vigil, c) = start_recording(&path, &data, &["faulty", "steady"]);
     // Recovered: a segment that started after the fault ended.
-    let recovered = |since_ms: i64| {
-        c.all("faulty")
-            .unwrap()
-            .iter()
-            .any(|r| r.start_ms >= since_ms)
-    };
+    let recovered = |since_ms: i64| started_since(&c, "faulty", since_ms);
     let now_ms = || chrono::Utc::now().timestamp_millis();
     let mut reboot_s = Vec::new();
     for i in 0..reboots {

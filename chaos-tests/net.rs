@@ -75,19 +75,10 @@ fn network_faults() {
         ),
     )
     .unwrap();
-    let mut vigil = Vigil::start(&path);
-    let c = catalog(&data);
-    wait_until("both cameras record", Duration::from_secs(30), || {
-        c.count(Some("faulty")).unwrap() >= 1 && c.count(Some("steady")).unwrap() >= 1
-    });
+    let (mut vigil, c) = crate::start_recording(&path, &data, &["faulty", "steady"]);
     let now_ms = || chrono::Utc::now().timestamp_millis();
     // Recovered: a segment that started after the fault ended is catalogued.
-    let recovered = |since_ms: i64| {
-        c.all("faulty")
-            .unwrap()
-            .iter()
-            .any(|r| r.start_ms >= since_ms)
-    };
+    let recovered = |since_ms: i64| crate::started_since(&c, "faulty", since_ms);
 
     // (a) Packet loss.
     std::thread::sleep(Duration::from_millis(rng.between(500, 4_500)));

@@ -287,8 +287,14 @@ impl Vigil {
     /// Start with this log filter (RUST_LOG) and wait until HTTP listens.
     pub fn start_logging(config_path: &Path, rust_log: &str) -> Vigil {
         let mut v = Self::spawn(config_path, rust_log);
-        let line = v.expect_line("HTTP listening on http://", Duration::from_secs(15));
-        v.addr = line
+        v.wait_listening();
+        v
+    }
+
+    /// Wait until HTTP listens and note its address (for a vigil started without waiting).
+    pub fn wait_listening(&mut self) {
+        let line = self.expect_line("HTTP listening on http://", Duration::from_secs(15));
+        self.addr = line
             .split("http://")
             .nth(1)
             .unwrap()
@@ -296,7 +302,6 @@ impl Vigil {
             .next()
             .unwrap()
             .to_string();
-        v
     }
 
     /// Start without waiting for anything.
