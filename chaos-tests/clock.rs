@@ -7,7 +7,11 @@
 //! `std::fs::metadata` uses: under libfaketime alone vigil would see the clock step while the files' birth
 //! and write times (from the kernel's clock) do not, a world no real clock step makes. A 30-line shim
 //! (compiled here with `cc`, preloaded before libfaketime) adds the same offset to what `statx` returns, so
-//! that file times step with the clock, as they do when the box's clock really steps.
+//! that file times step with the clock, as they do when the box's clock really steps. One difference remains:
+//! the shim adds the offset of the moment a file is looked at, so a file written before a step shows times
+//! moved with it (a real step leaves them as written); a segment begun before a step and finished after it
+//! is seen as if the step came before it. The slew absorbs either case. The library path is Debian's on
+//! x86_64 (`testbed/install.sh chaos`).
 //!
 //! Every step happens in the middle of a session (absorbed by the timeline's slew), then ffmpeg is killed so
 //! that a new session anchors in the stepped clock: after a forward step a gap, after a backward one a session

@@ -26,6 +26,8 @@ use crate::support::*;
 struct Heard {
     probe: bool,
     announcements: Vec<vigil::pipeline::announce::Announcement>,
+    /// A malformed announcement or the subscription's end, which the test reports.
+    trouble: Option<String>,
 }
 
 /// Listen on `topic` through the IPFS node at `api`, in a thread of its own.
@@ -34,8 +36,22 @@ fn listen(api: &str, topic: &str) -> Arc<Mutex<Heard>> {
     let (api, topic, h) = (api.to_string(), topic.to_string(), heard.clone());
     std::thread::spawn(move || {
         rt().block_on(async move {
-            let mut sub = kubo(&api).pubsub_sub(&topic).await.expect("subscribe");
-            while let Some(Ok(m)) = futures_util::StreamExt::next(&mut sub).await {
+            let mut sub = match kubo(&api).pubsub_sub(&topic).await {
+                Ok(sub) => sub,
+                Err(e) => {
+                    h.lock().unwrap().trouble = Some(format!("cannot subscribe: {e}"));
+                    return;
+                }
+            };
+            loop {
+                let m = match futures_util::StreamExt::next(&mut sub).await {
+                    Some(Ok(m)) => m,
+                    other => {
+                        h.lock().unwrap().trouble =
+                            Some(format!("the subscription ended: {other:?}"));
+                        return;
+                    }
+                };
                 let mut h = h.lock().unwrap();
                 if m.data == b"probe" {
                     h.probe = true;
@@ -43,7 +59,7 @@ fn listen(api: &str, topic: &str) -> Arc<Mutex<Heard>> {
                 }
                 match vigil::pipeline::announce::Announcement::parse(&m.data) {
                     Ok(a) => h.announcements.push(a),
-                    Err(e) => panic!("a malformed announcement on the topic: {e}"),
+                    Err(e) => h.trouble = Some(format!("a malformed announcement: {e}")),
                 }
             }
         })
@@ -154,7 +170,28 @@ fn sigkill_vigil_at_random_points_leaves_every_segment_catalogued_indexed_and_an
         .iter()
         .map(|d| (d.get_str("_id").unwrap().to_string(), d))
         .collect();
-    assert_eq!(by_id.len(), docs.len(), "no duplicate index document");
+    // One document per segment and per CID (the _id is unique by construction; these are not).
+    let keys: HashSet<(String, String, i64)> = docs
+        .iter()
+        .map(|d| {
+            (
+                d.get_str("device_id").unwrap().to_string(),
+                d.get_str("session").unwrap().to_string(),
+                d.get_i64("seq").unwrap(),
+            )
+        })
+        .collect();
+    let doc_cids: HashSet<&str> = docs.iter().filter_map(|d| d.get_str("cid").ok()).collect();
+    assert_eq!(
+        keys.len(),
+        docs.len(),
+        "two index documents for one segment"
+    );
+    assert_eq!(
+        doc_cids.len(),
+        docs.len(),
+        "two index documents for one CID"
+    );
     for r in &rows {
         let id = format!("cam1/{}/{}", r.session, r.seq);
         let d = by_id
@@ -177,6 +214,7 @@ fn sigkill_vigil_at_random_points_leaves_every_segment_catalogued_indexed_and_an
             held.iter().all(|cid| times.contains_key(*cid))
         },
     );
+    assert_eq!(heard.lock().unwrap().trouble, None, "the listener");
     let repeats: usize = times.values().map(|n| n - 1).sum();
     assert!(
         repeats <= kills,
@@ -185,7 +223,7 @@ fn sigkill_vigil_at_random_points_leaves_every_segment_catalogued_indexed_and_an
     let deleted = docs.len() - rows.len();
     assert!(
         deleted > 0,
-        "retention never ran: no kill fell mid-retention"
+        "retention deleted nothing: kills could not fall mid-retention"
     );
     back_s.sort_by(f64::total_cmp);
     figure(

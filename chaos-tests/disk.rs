@@ -120,11 +120,21 @@ fn a_full_disk_never_stops_recording_deletes_only_distributed_footage_and_keeps_
         "the reserve was given back"
     );
     let free_after = free_bytes(fs.path());
+    let critical = vigil.get("/metrics").text().lines().find_map(|l| {
+        l.strip_prefix("vigil_retention_deleted_segments_total{reason=\"critical\"} ")
+            .map(|v| v.trim().to_string())
+    });
     let log = vigil.log();
     vigil.stop();
+    // Nothing deleted for the critical floor's sake: no undistributed footage went.
+    assert_eq!(
+        critical.as_deref(),
+        Some("0"),
+        "segments deleted below the critical floor"
+    );
 
-    // Nothing undistributed deleted: every segment retention removed has an index document (a row is
-    // indexed only while it is not being deleted), and its CID is still in the index.
+    // What retention removed had been indexed (its document is there; a row is indexed only while it is not
+    // being deleted).
     let rows = c.all("cam1").unwrap();
     let docs = index_docs(&bed.mongo, "vigil_disk");
     let held: HashMap<(String, i64), &vigil::catalog::Segment> = rows

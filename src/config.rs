@@ -1288,9 +1288,26 @@ impl Config {
                 format!("{c} bytes is above min_free ({m} bytes)"),
             );
         }
+        match r.reserve {
+            Space::Percent(_) => bad(
+                "retention.reserve".into(),
+                "must be a size such as \"4 MiB\" (or 0 for none), not a share of the disk".into(),
+            ),
+            Space::Bytes(b) if b > RESERVE_MAX => bad(
+                "retention.reserve".into(),
+                format!(
+                    "{b} bytes is more than the {} MiB a full disk's catalog writes could need",
+                    RESERVE_MAX >> 20
+                ),
+            ),
+            Space::Bytes(_) => {}
+        }
         p
     }
 }
+
+/// The largest `[retention] reserve`: room for thousands of catalog transactions.
+const RESERVE_MAX: u64 = 64 << 20;
 
 /// Ids end up in folder names, URLs and index keys: keep them to a safe alphabet.
 fn check_name(value: &str, allow_dot: bool) -> std::result::Result<(), String> {
@@ -1579,6 +1596,20 @@ stall_seconds = 20
             "retention.max_age_days: must be at least 1 (leave it out for no age limit)"
         );
         assert_eq!(p[2], "retention.critical_free: 2% is above min_free (1%)");
+        let p = problems("node_id = \"n\"\ndata_dir = \"/d\"\n[retention]\nreserve = \"10%\"\n");
+        assert_eq!(p.len(), 1, "{p:#?}");
+        assert!(
+            p[0].starts_with("retention.reserve: must be a size"),
+            "{}",
+            p[0]
+        );
+        let p = problems("node_id = \"n\"\ndata_dir = \"/d\"\n[retention]\nreserve = \"1 GiB\"\n");
+        assert!(
+            p[0].starts_with("retention.reserve: 1073741824 bytes is more than"),
+            "{p:#?}"
+        );
+        let c = parse("node_id = \"n\"\ndata_dir = \"/d\"\n[retention]\nreserve = 0\n").unwrap();
+        assert_eq!(c.retention.reserve, Space::Bytes(0));
         match parse("node_id = \"n\"\ndata_dir = \"/d\"\n[retention]\nmax_bytes = \"lots\"\n") {
             Err(Error::ConfigParse { message, .. }) => {
                 assert!(message.contains("is not a size"), "{message}")

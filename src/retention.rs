@@ -12,9 +12,12 @@
 //!
 //! A full disk must not lock retention out: deleting footage starts with a catalog write, which SQLite
 //! refuses when not one block is free. So vigil holds `reserve` bytes (default 4 MiB) in
-//! `<data_dir>/.vigil-reserve` and deletes that file first when free space falls below `critical_free`
-//! (something else filled the disk); the pass then has room to work. Until the reserve is back, retention
-//! counts its size as taken, so it makes room for it, and recreates it once it fits above `min_free`.
+//! `<data_dir>/.vigil-reserve` and, at the start of a pass (before any catalog write), deletes that file
+//! when free space is at or below `critical_free` (something else filled the disk); the pass then has room
+//! to work. A write that fails for lack of space starts a pass at once. Until the reserve is back, retention
+//! counts its size as taken for the budget (not for the critical floor), so it makes room for it, and
+//! recreates it once it fits above `min_free`. What else writes meanwhile (ffmpeg) may take part of the
+//! released room; 4 MiB is many catalog transactions.
 //!
 //! Deletion is crash-safe and keeps catalog, playlists and disk consistent: rows are tombstoned first (they
 //! leave every playlist and the pipeline), then the files are removed, then the rows; a session folder goes
@@ -183,6 +186,33 @@ impl Retention {
         Ok((gone.len() as u64, bytes))
     }
 
+    /// Give the reserve back if free space is at or below the critical floor (the disk is full: something
+    /// else took it). Returns the reserve's size and whether it is (still) held; with `reserve = 0` a reserve
+    /// left from an earlier configuration is removed. Blocking.
+    fn release_reserve_if_full(&self) -> Result<(u64, bool)> {
+        let file = self.data_dir.join(RESERVE_FILE);
+        let (free, total) = disk_space(&self.data_dir)?;
+        let reserve = self.cfg.reserve.bytes_of(total);
+        let exists = file.exists();
+        let critical = self.cfg.critical_free.bytes_of(total);
+        if !exists {
+            return Ok((reserve, false));
+        }
+        if reserve > 0 && free > critical {
+            return Ok((reserve, true));
+        }
+        match std::fs::remove_file(&file) {
+            Ok(()) if reserve > 0 => tracing::warn!(actor = %self.path, free, reserve, critical,
+                "the disk is full: released vigil's reserve so that the catalog can record deletions; making room, then recreating the reserve"),
+            Ok(()) => {}
+            Err(e) => {
+                tracing::error!(actor = %self.path, "cannot release the reserve {}: {e}", file.display());
+                return Ok((reserve, true));
+            }
+        }
+        Ok((reserve, false))
+    }
+
     /// Write the reserve file (`bytes` of zeros, really allocated) if it fits above `min_free`; a failure leaves
     /// no partial file and is retried on a later pass. Blocking.
     fn make_reserve(&self, file: &Path, bytes: u64, total: u64) {
@@ -193,10 +223,23 @@ impl Retention {
         if free < bytes.saturating_add(self.cfg.min_free.bytes_of(total)) {
             return;
         }
+        // A file of another size (the setting changed) or one cut short is replaced.
+        if std::fs::metadata(file).is_ok_and(|m| m.len() == bytes) {
+            return;
+        }
         let tmp = file.with_extension("tmp");
         let result = (|| -> std::io::Result<()> {
             let mut f = std::fs::File::create(&tmp)?;
-            let chunk = vec![0u8; 64 * 1024];
+            // Not zeros: a compressing file system (ZFS, btrfs) would store zeros in no space at all.
+            let mut x = 0x9E37_79B9_7F4A_7C15u64;
+            let chunk: Vec<u8> = (0..64 * 1024)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
             let mut left = bytes;
             while left > 0 {
                 let n = left.min(chunk.len() as u64) as usize;
@@ -222,6 +265,8 @@ impl Retention {
     /// Returns segments deleted.
     fn pass(&self, now_ms: i64) -> Result<u64> {
         let catalog = &self.catalog;
+        // Before any catalog write (finishing interrupted deletions is one): on a full disk they need the room.
+        let (reserve, held) = self.release_reserve_if_full()?;
         loop {
             let left = catalog.tombstoned(STEP)?;
             if left.is_empty() || self.delete(&left)?.0 == 0 {
@@ -233,30 +278,17 @@ impl Retention {
             .cfg
             .max_age_days
             .map(|d| now_ms - i64::from(d) * 86_400_000);
-        let (mut free, total) = disk_space(&self.data_dir)?;
-        let reserve = self.cfg.reserve.bytes_of(total);
-        let reserve_file = self.data_dir.join(RESERVE_FILE);
-        let critical_bytes = self.cfg.critical_free.bytes_of(total);
-        let mut held = reserve > 0 && reserve_file.exists();
-        if held && free < critical_bytes {
-            match std::fs::remove_file(&reserve_file) {
-                Ok(()) => {
-                    held = false;
-                    tracing::warn!(actor = %self.path, free, reserve, critical = critical_bytes,
-                        "the disk is (nearly) full: released vigil's reserve so that the catalog can record deletions; making room, then recreating the reserve");
-                    free = disk_space(&self.data_dir)?.0;
-                }
-                Err(e) => {
-                    tracing::error!(actor = %self.path, "cannot release the reserve {}: {e}", reserve_file.display())
-                }
-            }
-        }
-        // Until the reserve is back, its room counts as taken: retention makes room for it too.
+        let (free, total) = disk_space(&self.data_dir)?;
+        // Until the reserve is back, its room counts as taken for the budget (retention makes room for it too),
+        // not for the critical floor: undistributed footage never goes for the reserve's sake.
         let owed = if reserve > 0 && !held { reserve } else { 0 };
         let footage = catalog.total_bytes()?.max(0) as u64;
-        let plan = plan(&self.cfg, footage, free.saturating_sub(owed), total);
-        if owed > 0 && plan.bytes == 0 {
-            self.make_reserve(&reserve_file, reserve, total);
+        let plan = Plan {
+            bytes: plan(&self.cfg, footage, free.saturating_sub(owed), total).bytes,
+            critical: plan(&self.cfg, footage, free, total).critical,
+        };
+        if owed > 0 {
+            self.make_reserve(&self.data_dir.join(RESERVE_FILE), reserve, total);
         }
         let (mut need, mut need_critical) = (plan.bytes.min(footage), plan.critical.min(footage));
         loop {

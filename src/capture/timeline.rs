@@ -20,7 +20,10 @@
 //! no two sessions overlap and every playlist stays in recording order; the watcher logs a warning with the
 //! size of the step. The footage is then stamped ahead of the clock by at most the backward steps since recording last
 //! paused; after the first segments the usual slew follows the clock back at 500 ppm, and the lead is gone
-//! at the next recording gap longer than it. A forward step needs nothing: inside a session it is absorbed by the slew like any late observation;
+//! at the next recording gap longer than it. A step of more than [`MAX_HOLD_MS`] (3 h: a box that booted with
+//! its clock days ahead, then corrected) is not held — that would keep the camera's footage days ahead for
+//! good — the session takes the corrected clock and the watcher logs an error: its footage overlaps in time
+//! with what was stamped under the wrong clock. A forward step needs nothing: inside a session it is absorbed by the slew like any late observation;
 //! a session that starts after it starts later, leaving a gap marked by a discontinuity like any restart.
 
 /// How many segments may still pull the anchor down to an earlier observation.
@@ -43,7 +46,13 @@ pub struct Timeline {
     min_anchor_ms: Option<f64>,
     /// How far (ms) the floor held the anchor above the observations, at most.
     held_back_ms: f64,
+    /// How far (ms) the observations were below the floor when that was more than [`MAX_HOLD_MS`] (not held).
+    refused_ms: f64,
 }
+
+/// The largest lead a new session is held at (3 h: room for a wrong time zone or daylight-saving offset
+/// corrected, an hour's drift); a larger one is taken as it is.
+pub const MAX_HOLD_MS: f64 = 3.0 * 3600.0 * 1000.0;
 
 impl Timeline {
     /// A timeline whose anchor is already known (from a catalogued segment).
@@ -69,6 +78,12 @@ impl Timeline {
     /// backward clock step (0 if none).
     pub fn held_back_ms(&self) -> f64 {
         self.held_back_ms
+    }
+
+    /// How far (ms) this session's observations were below the floor when that was too far to hold
+    /// ([`MAX_HOLD_MS`]): the session overlaps in time with footage stamped before the step (0 if none).
+    pub fn refused_ms(&self) -> f64 {
+        self.refused_ms
     }
 
     /// The anchor, if any segment was placed.
@@ -106,9 +121,13 @@ impl Timeline {
             let min = *self
                 .min_anchor_ms
                 .get_or_insert(floor - media_start * 1000.0);
-            if anchor < min {
+            if anchor < min && min - anchor <= MAX_HOLD_MS {
                 self.held_back_ms = self.held_back_ms.max(min - anchor);
                 anchor = min;
+            } else if anchor < min {
+                // Too far to bridge: the footage before was stamped by a clock that was far ahead (a bad RTC
+                // corrected by NTP). Holding would keep every later session that far ahead; take the clock.
+                self.refused_ms = self.refused_ms.max(min - anchor);
             }
         }
         self.anchor_ms = Some(anchor);
@@ -194,9 +213,17 @@ mod tests {
         let mut after = Timeline::not_before(end);
         assert_eq!(after.place(0.0, 2.0, Some(end + step), 0.0), 13_600_000);
         assert_eq!(after.held_back_ms(), 0.0);
+        // A step beyond what is bridged (a clock days ahead, corrected) is taken as it is, and said.
+        let days = 3.0 * 86_400_000.0;
+        let mut far = Timeline::not_before(end);
+        assert_eq!(
+            far.place(0.0, 2.0, Some(end - days), 0.0),
+            (end - days) as i64
+        );
+        assert_eq!((far.held_back_ms(), far.refused_ms()), (0.0, days));
         // The fallback (nothing observed) is held too.
         assert_eq!(
-            Timeline::not_before(end).place(0.0, 2.0, None, 5.0),
+            Timeline::not_before(end).place(0.0, 2.0, None, end - 60_000.0),
             10_000_000
         );
     }

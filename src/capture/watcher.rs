@@ -164,6 +164,13 @@ fn read_new(
             observed,
             now_ms as f64 - l.end * 1000.0,
         );
+        let refused_s = st.timeline.refused_ms() / 1000.0;
+        if refused_s > 0.0 && !st.step_reported {
+            st.step_reported = true;
+            tracing::error!(camera = %cam.config.id, %session, step_s = refused_s.round(),
+                "camera {}: the wall clock went back by about {refused_s:.0} s, more than the {:.0} s vigil bridges: the footage before was stamped by a clock that was far ahead. This session takes the corrected clock, so its footage overlaps in time with footage stamped before; check the box's clock (NTP) and the footage around the step",
+                cam.config.id, super::timeline::MAX_HOLD_MS / 1000.0);
+        }
         let held_s = st.timeline.held_back_ms() / 1000.0;
         if held_s >= STEP_REPORTED_S && !st.step_reported {
             st.step_reported = true;
