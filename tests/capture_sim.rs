@@ -334,3 +334,34 @@ async fn each_start_that_gets_nothing_gives_the_next_twice_as_long_to_connect() 
         3
     );
 }
+
+#[actix_rt::test]
+async fn a_start_that_ffmpeg_ends_by_itself_resets_the_longer_time_to_connect() {
+    // The first start gets nothing (a stall at 7 s); the next one fails by itself (a refused connection):
+    // the one after gets the usual 7 s again, not 28.
+    let mut rig = Rig::start(
+        "if [ -e \"$DIR/../stalled-once\" ]; then echo 'Connection refused' >&2; exit 1; fi; \
+         touch \"$DIR/../stalled-once\"; exec sleep 1000",
+        "rtsp://127.0.0.1:9/x",
+    );
+    rig.until("the first stall", |k| {
+        child_is(k, "ffmpeg") && matches!(k, EventKind::Exited { .. })
+    })
+    .await;
+    assert_eq!(
+        rig.rt
+            .start_stalls
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    rig.until("the refused start's exit", |k| {
+        child_is(k, "ffmpeg") && matches!(k, EventKind::Exited { .. })
+    })
+    .await;
+    assert_eq!(
+        rig.rt
+            .start_stalls
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+}

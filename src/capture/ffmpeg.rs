@@ -318,6 +318,9 @@ impl Ffmpeg {
                 if !act.stopping || act.stalled {
                     let tail = act.stderr_summary();
                     if !act.stalled {
+                        // ffmpeg gave up by itself (refused, timed out, bad credentials): not a slow start, so
+                        // the next start gets the usual time to its first byte.
+                        act.cam.start_stalls.store(0, Ordering::Relaxed);
                         let (state, detail) = classify(&tail);
                         let detail = detail.map_or_else(
                             || format!("ffmpeg {status} after {:.1} s", ran.as_secs_f64()),

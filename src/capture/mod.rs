@@ -256,7 +256,7 @@ pub struct CameraRuntime {
     pub live_session: Mutex<Option<String>>,
     /// ffmpeg runs in a row stopped for writing nothing before their first byte: each doubles the time the
     /// next run gets to connect (a camera behind a slow link needs several round trips before the first
-    /// frame); back to zero once bytes flow.
+    /// frame); back to zero once bytes flow or ffmpeg ends a run by itself.
     pub start_stalls: std::sync::atomic::AtomicU32,
 }
 
