@@ -155,3 +155,115 @@ pub fn capture(data: &Path, cam: &str) -> CaptureReport {
     }
     r
 }
+
+/// A logged-in browser session on a vigil (cookie), for the scope invariant.
+pub struct Login {
+    addr: String,
+    cookie: String,
+}
+
+impl Login {
+    /// Log in as `user`; panics unless vigil accepts.
+    pub fn new(addr: &str, user: &str, password: &str) -> Login {
+        let body = serde_json::json!({ "username": user, "password": password }).to_string();
+        let r = super::support::http(
+            addr,
+            "POST",
+            "/api/login",
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+        );
+        assert_eq!(r.status, 200, "login as {user}: {}", r.text());
+        let cookie = r.header("set-cookie").expect("a session cookie");
+        Login {
+            addr: addr.to_string(),
+            cookie: cookie.split(';').next().unwrap().to_string(),
+        }
+    }
+
+    pub fn get(&self, path: &str) -> super::support::Response {
+        super::support::http(&self.addr, "GET", path, &[("Cookie", &self.cookie)], b"")
+    }
+
+    /// The state `/api/cameras` shows for camera `id` ("?" if it is not listed).
+    pub fn state_of(&self, id: &str) -> String {
+        let api: serde_json::Value = serde_json::from_slice(&self.get("/api/cameras").body)
+            .expect("/api/cameras answers JSON");
+        api.as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["id"] == id)
+            .and_then(|c| c["state"].as_str())
+            .unwrap_or("?")
+            .to_string()
+    }
+}
+
+/// A playlist's segment URIs as paths on the node (relative ones resolved against the camera's folder).
+fn segment_paths(cam: &str, playlist: &str) -> Vec<String> {
+    super::support::playlist_uris(playlist)
+        .into_iter()
+        .map(|u| {
+            if u.starts_with('/') {
+                u
+            } else {
+                format!("/cameras/{cam}/{u}")
+            }
+        })
+        .collect()
+}
+
+/// No footage outside its owner's scope: `tenant` (a client allowed only `own`) lists and plays its camera,
+/// and gets none of `others`' playlists or segments (their segment paths as `admin` sees them), by any route.
+/// Returns what was wrong, in words.
+pub fn scope(tenant: &Login, admin: &Login, own: &str, others: &[&str]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let listed: Vec<String> =
+        serde_json::from_slice::<serde_json::Value>(&tenant.get("/api/cameras").body)
+            .ok()
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|c| c["id"].as_str().map(str::to_string))
+            .collect();
+    if listed != [own] {
+        problems.push(format!(
+            "the client's /api/cameras lists {listed:?}, not just {own}"
+        ));
+    }
+    let live = tenant.get(&format!("/cameras/{own}/live.m3u8"));
+    match segment_paths(own, &live.text()).first() {
+        Some(seg) if live.status == 200 => {
+            let r = tenant.get(seg);
+            if r.status != 200 {
+                problems.push(format!(
+                    "the client cannot play its own {seg}: {}",
+                    r.status
+                ));
+            }
+        }
+        _ => problems.push(format!("the client's own live playlist: {}", live.status)),
+    }
+    let now = chrono::Utc::now();
+    let day = now.format("%Y-%m-%d");
+    let from =
+        (now - chrono::Duration::hours(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let to = now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    for other in others {
+        let mut paths = vec![
+            format!("/cameras/{other}/live.m3u8"),
+            format!("/cameras/{other}/day.m3u8?date={day}"),
+            format!("/cameras/{other}/vod.m3u8?from={from}&to={to}"),
+            format!("/cameras/{other}/index.json"),
+        ];
+        let theirs = admin.get(&format!("/cameras/{other}/live.m3u8"));
+        paths.extend(segment_paths(other, &theirs.text()).into_iter().take(2));
+        for p in paths {
+            let r = tenant.get(&p);
+            if r.status == 200 || !(400..500).contains(&r.status) {
+                problems.push(format!("the client got {p}: {}", r.status));
+            }
+        }
+    }
+    problems
+}

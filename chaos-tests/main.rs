@@ -10,7 +10,8 @@
 //!    per kill.
 //! 2. A camera rebooted and frozen at random moments, then flapping every second, next to a steady camera and
 //!    one with a wrong password: every fault recovered, the password reported (`auth_failed`) and never
-//!    logged, the steady camera never restarted, no gap in it, the faulty camera's footage whole.
+//!    logged, the steady camera never restarted, no gap in it, the faulty camera's footage whole; a client
+//!    allowed the steady camera only gets none of the others' playlists or segments (the scope invariant).
 //! 3. (`deps.rs`) the IPFS node, the MongoDB index, RabbitMQ and a mirror down in turn: capture never stops,
 //!    every backlog drains, the mirror catches up.
 //! 4. (`crash.rs`) vigil SIGKILLed at random points: every segment catalogued, indexed and announced.
@@ -217,7 +218,7 @@ fn camera_reboots_freezes_flapping_and_wrong_credentials_are_recovered_or_report
     let wrong = format!("rtsp://admin:wr0ngPassw0rd@127.0.0.1:{}/cam1", locked.port);
     std::fs::write(
         &path,
-        config(
+        config_with_auth(
             &data,
             &[
                 ("faulty", faulty.url(1)),
@@ -228,7 +229,29 @@ fn camera_reboots_freezes_flapping_and_wrong_credentials_are_recovered_or_report
         ),
     )
     .unwrap();
+    // Logins on: an operator, and a client who may see the steady camera only (the scope invariant).
+    vigil_cli(
+        &path,
+        &["user", "add", "ops", "--role", "admin", "--password-stdin"],
+        "ops-pass-0123456\n",
+    );
+    vigil_cli(
+        &path,
+        &[
+            "user",
+            "add",
+            "tenant",
+            "--role",
+            "client",
+            "--camera",
+            "steady",
+            "--password-stdin",
+        ],
+        "tenant-pass-0123\n",
+    );
     let (mut vigil, c) = start_recording(&path, &data, &["faulty", "steady"]);
+    let ops = invariants::Login::new(&vigil.addr, "ops", "ops-pass-0123456");
+    let tenant = invariants::Login::new(&vigil.addr, "tenant", "tenant-pass-0123");
     // Recovered: a segment that started after the fault ended.
     let recovered = |since_ms: i64| started_since(&c, "faulty", since_ms);
     let now_ms = || chrono::Utc::now().timestamp_millis();
@@ -276,9 +299,14 @@ fn camera_reboots_freezes_flapping_and_wrong_credentials_are_recovered_or_report
     );
     let after_flap = t.elapsed().as_secs_f64();
     // The wrong password is reported, not retried in a storm; the steady camera never noticed.
-    assert_eq!(state_of(&vigil, "locked"), "auth_failed");
-    assert_eq!(state_of(&vigil, "steady"), "recording");
-    assert_eq!(state_of(&vigil, "faulty"), "recording");
+    assert_eq!(ops.state_of("locked"), "auth_failed");
+    assert_eq!(ops.state_of("steady"), "recording");
+    assert_eq!(ops.state_of("faulty"), "recording");
+    // No footage outside its owner's scope, after all that.
+    let leaks = invariants::scope(&tenant, &ops, "steady", &["faulty", "locked"]);
+    assert!(leaks.is_empty(), "{leaks:#?}");
+    // The check sees a leak where there is one: the operator sees every camera.
+    assert!(!invariants::scope(&ops, &ops, "steady", &["faulty"]).is_empty());
     assert_eq!(
         sessions(&data, "steady").len(),
         1,
@@ -304,7 +332,7 @@ fn camera_reboots_freezes_flapping_and_wrong_credentials_are_recovered_or_report
     figure(
         "chaos",
         &format!(
-            "camera reboot ×{reboots}, freeze ×{freezes}, flapping every second for {flap_s} s (seed {}): all recovered — after a reboot p50 {:.2} s, p99 {:.2} s; after a freeze p50 {:.2} s, p99 {:.2} s; after the flapping {after_flap:.2} s; the camera with a wrong password reported auth_failed, the steady camera one session, no gap",
+            "camera reboot ×{reboots}, freeze ×{freezes}, flapping every second for {flap_s} s (seed {}): all recovered — after a reboot p50 {:.2} s, p99 {:.2} s; after a freeze p50 {:.2} s, p99 {:.2} s; after the flapping {after_flap:.2} s; the camera with a wrong password reported auth_failed, the steady camera one session, no gap; a client scoped to the steady camera got none of the others' playlists or segments",
             rng.seed(),
             percentile(&reboot_s, 0.5),
             percentile(&reboot_s, 0.99),
