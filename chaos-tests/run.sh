@@ -4,7 +4,7 @@
 # Usage: chaos-tests/run.sh [--long] [--seed N]
 #   (default)  the short counts (also part of testbed/test-all.sh through `cargo test`)
 #   --long     the full counts (e.g. 100 ffmpeg kills, outages of 5 and 10 min), two scenarios at a time
-#              (about 45 min on 2 cores); writes the summary table to docs/reliability.md
+#              (about 35–45 min on 2 cores); writes the summary table to docs/reliability.md
 #   --seed N   replay a run: every scenario draws its moments from this seed (a failing run prints its seed)
 # Installs what the scenarios need (testbed/install.sh, install-browser.sh; idempotent). Each scenario starts its
 # own camera, vigil and servers on 127.0.0.1 and stops them by PID.

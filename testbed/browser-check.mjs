@@ -9,6 +9,8 @@
 // Env:   VIGIL_BROWSER_USER, VIGIL_BROWSER_PASSWORD  the login, when not given as arguments
 //        VIGIL_BROWSER_TIMEOUT  seconds to wait for playback (default 30)
 //        VIGIL_BROWSER_ADVANCE  seconds of playback required (default 4)
+//        VIGIL_BROWSER_RATE     the video's playbackRate (default 1; e.g. 8 to play a long VOD across all its
+//                               joins within the timeout)
 //        CHROMIUM               browser binary (default /usr/bin/chromium)
 //
 // Opens URL; if vigil sends the browser to its login page (/login?next=...), logs in there with USER and PASSWORD
@@ -27,6 +29,7 @@ const USER = argUser ?? process.env.VIGIL_BROWSER_USER;
 const PASSWORD = argPassword ?? process.env.VIGIL_BROWSER_PASSWORD;
 const TIMEOUT_S = Number(process.env.VIGIL_BROWSER_TIMEOUT || 30);
 const ADVANCE_S = Number(process.env.VIGIL_BROWSER_ADVANCE || 4);
+const RATE = Number(process.env.VIGIL_BROWSER_RATE || 1);
 
 const log = (msg) => console.log(`[browser-check] ${msg}`);
 function usage(msg) {
@@ -94,8 +97,9 @@ try {
   let last = null;
   const deadline = tLoaded + TIMEOUT_S * 1000;
   while (Date.now() < deadline) {
-    last = await page.evaluate(() => {
+    last = await page.evaluate((rate) => {
       const v = document.querySelector('video');
+      if (v.playbackRate !== rate) v.playbackRate = rate;
       const q = v.getVideoPlaybackQuality ? v.getVideoPlaybackQuality() : {};
       return {
         t: v.currentTime, ready: v.readyState, paused: v.paused, w: v.videoWidth, h: v.videoHeight,
@@ -104,7 +108,7 @@ try {
         fatal: window.vigil ? window.vigil.fatal : 'window.vigil missing',
         status: document.getElementById('status')?.textContent ?? '',
       };
-    });
+    }, RATE);
     if (last.fatal) break;
     if (tFirstFrame === null && last.ready >= 2 && last.w > 0) {
       tFirstFrame = Date.now();
@@ -128,6 +132,7 @@ try {
   log(`page loaded (DOMContentLoaded) after ${sec(tLoaded - t0)} s (browser start included)`);
   log(`time to first frame: ${tFirstFrame === null ? 'NEVER' : `${sec(tFirstFrame - tLoaded)} s after page load`}`);
   log(`currentTime advance: ${advance.toFixed(2)} s of playback in ${tFirstFrame === null ? '-' : sec(tEnd - tFirstFrame)} s wall clock` +
+      (RATE !== 1 ? ` at playbackRate ${RATE}` : '') +
       ` (currentTime ${startTime === null ? '-' : startTime.toFixed(2)} -> ${last ? last.t.toFixed(2) : '-'})`);
   if (last) {
     log(`video: ${last.w}x${last.h}, readyState ${last.ready}, paused ${last.paused}, decoded frames ${last.frames},` +

@@ -38,6 +38,18 @@ pub fn browser_check(
     shot: &std::path::Path,
     modules: &std::path::Path,
 ) -> String {
+    browser_check_at(url, advance_s, 1, 45, shot, modules)
+}
+
+/// [`browser_check`] at the video's playback `rate`, within `timeout_s` seconds of wall clock.
+pub fn browser_check_at(
+    url: &str,
+    advance_s: u32,
+    rate: u32,
+    timeout_s: u32,
+    shot: &std::path::Path,
+    modules: &std::path::Path,
+) -> String {
     assert!(
         std::path::Path::new("/usr/bin/chromium").exists(),
         "Chromium is required: run testbed/install-browser.sh"
@@ -48,7 +60,8 @@ pub fn browser_check(
         modules,
         &[
             ("VIGIL_BROWSER_ADVANCE", &advance_s.to_string()),
-            ("VIGIL_BROWSER_TIMEOUT", "45"),
+            ("VIGIL_BROWSER_TIMEOUT", &timeout_s.to_string()),
+            ("VIGIL_BROWSER_RATE", &rate.to_string()),
         ],
     );
     assert!(ok, "browser check of {url} failed:\n{text}");
