@@ -13,6 +13,11 @@
 //! rejected without requeue, which dead-letters them. Replies go to the command's `reply_to` with its
 //! `correlation_id`. A lost broker is not a failure of the child: it reconnects with capped, jittered
 //! exponential backoff and shows the link as down meanwhile (`vigil_link_up{link="amqp"}`).
+//!
+//! Every call that waits on the broker goes through [`Link::call`]: it fails as soon as the connection is
+//! gone or after [`CALL_TIMEOUT`]. lapin can leave a call's future pending for ever when the connection breaks
+//! while the call is being sent (seen: an ack right after a reset), and a session stuck there never
+//! reconnects.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,6 +46,10 @@ const DEAD_MAX: i64 = 10_000;
 const DEAD_TTL_MS: i64 = 7 * 24 * 3_600_000;
 /// How long a connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long any other call may wait for the broker.
+const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+/// How often a link looks whether its connection is still up (lapin 4 has no callback for it).
+const WATCH_EVERY: Duration = Duration::from_millis(250);
 
 fn amqp_err(op: &'static str, e: impl std::fmt::Display) -> Error {
     // lapin's messages name the host, never the URL's password.
@@ -64,8 +73,78 @@ pub async fn connect(url: &str, name: &str) -> Result<Connection> {
     }
 }
 
+/// A connection and its channel. Its `lost` token is cancelled as soon as the connection is no longer up, and
+/// every call through [`Link::call`] ends then, or after [`CALL_TIMEOUT`], whichever comes first.
+pub struct Link {
+    conn: Connection,
+    ch: Channel,
+    lost: CancellationToken,
+    _watch: AbortOnDrop,
+}
+
+impl Link {
+    /// Connect to `url` (naming the connection `name`) and open a channel.
+    pub async fn open(url: &str, name: &str) -> Result<Link> {
+        let conn = connect(url, name).await?;
+        let lost = CancellationToken::new();
+        let watch = {
+            let (status, lost) = (conn.status().clone(), lost.clone());
+            tokio::spawn(async move {
+                while status.connected() {
+                    tokio::time::sleep(WATCH_EVERY).await;
+                }
+                lost.cancel();
+            })
+        };
+        let watch = AbortOnDrop(watch);
+        let ch = Self::guarded(&lost, "channel.open", conn.create_channel()).await?;
+        Ok(Link {
+            conn,
+            ch,
+            lost,
+            _watch: watch,
+        })
+    }
+
+    /// Await `call`, a lapin call named `op`: its result, or an error once the connection is gone or after
+    /// [`CALL_TIMEOUT`].
+    pub async fn call<T, E: std::fmt::Display>(
+        &self,
+        op: &'static str,
+        call: impl std::future::Future<Output = std::result::Result<T, E>>,
+    ) -> Result<T> {
+        Self::guarded(&self.lost, op, call).await
+    }
+
+    async fn guarded<T, E: std::fmt::Display>(
+        lost: &CancellationToken,
+        op: &'static str,
+        call: impl std::future::Future<Output = std::result::Result<T, E>>,
+    ) -> Result<T> {
+        tokio::select! {
+            r = call => r.map_err(|e| amqp_err(op, e)),
+            _ = lost.cancelled() => Err(amqp_err(op, "the connection to the broker is gone")),
+            _ = tokio::time::sleep(CALL_TIMEOUT) => {
+                Err(amqp_err(op, format!("no answer from the broker within {} s", CALL_TIMEOUT.as_secs())))
+            }
+        }
+    }
+
+    /// Cancelled once the connection is no longer up.
+    pub fn lost(&self) -> &CancellationToken {
+        &self.lost
+    }
+
+    /// Close the connection politely (at most [`CALL_TIMEOUT`]; errors do not matter then).
+    pub async fn close(self) {
+        let _ = self
+            .call("connection.close", self.conn.close(200, "done".into()))
+            .await;
+    }
+}
+
 /// Declare the shared part of the topology (exchanges and the dead-letter queue).
-pub async fn declare_shared(ch: &Channel, c: &ControlConfig) -> Result<()> {
+pub async fn declare_shared(link: &Link, c: &ControlConfig) -> Result<()> {
     let durable = ExchangeDeclareOptions {
         durable: true,
         ..Default::default()
@@ -75,9 +154,12 @@ pub async fn declare_shared(ch: &Channel, c: &ControlConfig) -> Result<()> {
         (c.events_exchange(), ExchangeKind::Topic),
         (c.dead_letter_exchange(), ExchangeKind::Fanout),
     ] {
-        ch.exchange_declare(name.as_str().into(), kind, durable, FieldTable::default())
-            .await
-            .map_err(|e| amqp_err("exchange.declare", e))?;
+        link.call(
+            "exchange.declare",
+            link.ch
+                .exchange_declare(name.as_str().into(), kind, durable, FieldTable::default()),
+        )
+        .await?;
     }
     let dead = c.dead_letter_queue();
     // Bounded: anyone who may publish to the control exchange could fill it otherwise. The newest 10 000
@@ -85,41 +167,51 @@ pub async fn declare_shared(ch: &Channel, c: &ControlConfig) -> Result<()> {
     let mut limits = FieldTable::default();
     limits.insert("x-max-length".into(), AMQPValue::LongLongInt(DEAD_MAX));
     limits.insert("x-message-ttl".into(), AMQPValue::LongLongInt(DEAD_TTL_MS));
-    ch.queue_declare(dead.as_str().into(), QueueDeclareOptions::durable(), limits)
-        .await
-        .map_err(|e| amqp_err("queue.declare", e))?;
-    ch.queue_bind(
-        dead.as_str().into(),
-        c.dead_letter_exchange().as_str().into(),
-        "".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
+    link.call(
+        "queue.declare",
+        link.ch
+            .queue_declare(dead.as_str().into(), QueueDeclareOptions::durable(), limits),
     )
-    .await
-    .map_err(|e| amqp_err("queue.bind", e))?;
+    .await?;
+    link.call(
+        "queue.bind",
+        link.ch.queue_bind(
+            dead.as_str().into(),
+            c.dead_letter_exchange().as_str().into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        ),
+    )
+    .await?;
     Ok(())
 }
 
 /// Declare node `node`'s queue (dead-lettering to `<p>.dlx`) and bind it to `<p>.control`.
-pub async fn declare_node_queue(ch: &Channel, c: &ControlConfig, node: &str) -> Result<String> {
+pub async fn declare_node_queue(link: &Link, c: &ControlConfig, node: &str) -> Result<String> {
     let queue = c.node_queue(node);
     let mut args = FieldTable::default();
     args.insert(
         "x-dead-letter-exchange".into(),
         AMQPValue::LongString(LongString::from(c.dead_letter_exchange())),
     );
-    ch.queue_declare(queue.as_str().into(), QueueDeclareOptions::durable(), args)
-        .await
-        .map_err(|e| amqp_err("queue.declare", e))?;
-    ch.queue_bind(
-        queue.as_str().into(),
-        c.exchange().as_str().into(),
-        node.into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
+    link.call(
+        "queue.declare",
+        link.ch
+            .queue_declare(queue.as_str().into(), QueueDeclareOptions::durable(), args),
     )
-    .await
-    .map_err(|e| amqp_err("queue.bind", e))?;
+    .await?;
+    link.call(
+        "queue.bind",
+        link.ch.queue_bind(
+            queue.as_str().into(),
+            c.exchange().as_str().into(),
+            node.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        ),
+    )
+    .await?;
     Ok(queue)
 }
 
@@ -169,7 +261,7 @@ pub fn child_spec(levers: Arc<Levers>, key: Key, link: Arc<LinkCell>) -> ChildSp
 async fn run(
     levers: Arc<Levers>,
     key: Key,
-    link: Arc<LinkCell>,
+    gauge: Arc<LinkCell>,
     clock: Arc<dyn Clock>,
     path: String,
     exit: supervisors::ExitSlot,
@@ -186,13 +278,13 @@ async fn run(
     });
     loop {
         let ended = tokio::select! {
-            r = session(&levers, &key, &link, &config, &path, &exit, &mut backoff) => r,
+            r = session(&levers, &key, &gauge, &config, &path, &exit, &mut backoff) => r,
             _ = stop.cancelled() => {
-                link.set(false);
+                gauge.set(false);
                 return ExitReason::Normal;
             }
         };
-        link.set(false);
+        gauge.set(false);
         let why = match ended {
             Ok(()) => "the broker closed the connection".to_string(),
             Err(e) => e.to_string(),
@@ -211,45 +303,43 @@ async fn run(
 async fn session(
     levers: &Arc<Levers>,
     key: &Key,
-    link: &Arc<LinkCell>,
+    gauge: &Arc<LinkCell>,
     config: &ControlConfig,
     path: &str,
     exit: &supervisors::ExitSlot,
     backoff: &mut Backoff,
 ) -> Result<()> {
     let node = levers.config.node_id.clone();
-    let conn = connect(config.amqp_url.expose(), &format!("vigil {node}")).await?;
-    let ch = conn
-        .create_channel()
-        .await
-        .map_err(|e| amqp_err("channel.open", e))?;
-    ch.basic_qos(config.prefetch, BasicQosOptions::default())
-        .await
-        .map_err(|e| amqp_err("basic.qos", e))?;
-    declare_shared(&ch, config).await?;
-    let queue = declare_node_queue(&ch, config, &node).await?;
-    let mut consumer = ch
-        .basic_consume(
-            queue.as_str().into(),
-            format!("vigil-{node}").as_str().into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
+    let link = Link::open(config.amqp_url.expose(), &format!("vigil {node}")).await?;
+    link.call(
+        "basic.qos",
+        link.ch
+            .basic_qos(config.prefetch, BasicQosOptions::default()),
+    )
+    .await?;
+    declare_shared(&link, config).await?;
+    let queue = declare_node_queue(&link, config, &node).await?;
+    let mut consumer = link
+        .call(
+            "basic.consume",
+            link.ch.basic_consume(
+                queue.as_str().into(),
+                format!("vigil-{node}").as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            ),
         )
-        .await
-        .map_err(|e| amqp_err("basic.consume", e))?;
-    link.set(true);
-    // The link shows the connection itself, also while a command is being applied and nothing reads the
-    // consumer: a watcher flips it as soon as the connection is gone.
-    let watcher = {
-        let (status, link) = (conn.status().clone(), link.clone());
-        tokio::spawn(async move {
-            while status.connected() {
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            link.set(false);
-        })
+        .await?;
+    gauge.set(true);
+    // The gauge shows the connection itself, also while a command is being applied and nothing reads the
+    // consumer: it drops as soon as the connection is gone.
+    let _gauge_follows = {
+        let (lost, gauge) = (link.lost().clone(), gauge.clone());
+        AbortOnDrop(tokio::spawn(async move {
+            lost.cancelled().await;
+            gauge.set(false);
+        }))
     };
-    let _stop_watcher = AbortOnDrop(watcher);
     backoff.reset();
     exit.healthy();
     tracing::info!(actor = %path, queue = %queue, "control plane connected; taking commands");
@@ -260,6 +350,9 @@ async fn session(
     let window_ms = i64::from(config.window_seconds) * 1000;
     loop {
         tokio::select! {
+            _ = link.lost().cancelled() => {
+                return Err(amqp_err("consume", "the connection to the broker is gone"));
+            }
             d = consumer.next() => {
                 let delivery = match d {
                     Some(Ok(d)) => d,
@@ -292,11 +385,10 @@ async fn session(
                                     "job": reply.result,
                                     "active_jobs": levers.jobs.len(),
                                 })).unwrap_or_default();
-                                ch.basic_publish(events.as_str().into(), format!("{event}.{node}").as_str().into(),
-                                    BasicPublishOptions::default(), &body,
-                                    BasicProperties::default().with_content_type("application/json".into()))
-                                    .await
-                                    .map_err(|e| amqp_err("basic.publish (event)", e))?;
+                                link.call("basic.publish (event)", link.ch.basic_publish(events.as_str().into(),
+                                    format!("{event}.{node}").as_str().into(), BasicPublishOptions::default(), &body,
+                                    BasicProperties::default().with_content_type("application/json".into())))
+                                    .await?;
                             }
                         } else {
                             tracing::warn!(actor = %path, command = %id, kind = kind.as_str(), duplicate = reply.duplicate,
@@ -319,17 +411,14 @@ async fn session(
                         props = props.with_correlation_id(c);
                     }
                     let body = serde_json::to_vec(&reply).unwrap_or_default();
-                    ch.basic_publish("".into(), to, BasicPublishOptions::default(), &body, props)
-                        .await
-                        .map_err(|e| amqp_err("basic.publish (reply)", e))?;
+                    link.call("basic.publish (reply)",
+                        link.ch.basic_publish("".into(), to, BasicPublishOptions::default(), &body, props))
+                        .await?;
                 }
                 if reply.ok {
-                    delivery.ack(BasicAckOptions::default()).await.map_err(|e| amqp_err("basic.ack", e))?;
+                    link.call("basic.ack", delivery.ack(BasicAckOptions::default())).await?;
                 } else {
-                    delivery
-                        .reject(BasicRejectOptions { requeue: false })
-                        .await
-                        .map_err(|e| amqp_err("basic.reject", e))?;
+                    link.call("basic.reject", delivery.reject(BasicRejectOptions { requeue: false })).await?;
                 }
             }
             _ = beat.tick() => {
@@ -342,10 +431,10 @@ async fn session(
                     "at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                     "status": status,
                 })).unwrap_or_default();
-                ch.basic_publish(events.as_str().into(), heartbeat_key.as_str().into(), BasicPublishOptions::default(), &body,
-                    BasicProperties::default().with_content_type("application/json".into()))
-                    .await
-                    .map_err(|e| amqp_err("basic.publish (heartbeat)", e))?;
+                link.call("basic.publish (heartbeat)", link.ch.basic_publish(events.as_str().into(),
+                    heartbeat_key.as_str().into(), BasicPublishOptions::default(), &body,
+                    BasicProperties::default().with_content_type("application/json".into())))
+                    .await?;
             }
         }
     }
@@ -354,45 +443,51 @@ async fn session(
 /// A server-named queue of this connection only (gone with it), optionally bound to `(exchange, key)`, and a
 /// consumer of it that acknowledges on delivery.
 async fn private_queue(
-    ch: &Channel,
+    link: &Link,
     tag: &str,
     bind: Option<(String, &str)>,
 ) -> Result<(ShortString, lapin::Consumer)> {
-    let q = ch
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
+    let q = link
+        .call(
+            "queue.declare",
+            link.ch.queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            ),
         )
-        .await
-        .map_err(|e| amqp_err("queue.declare", e))?;
+        .await?;
     if let Some((exchange, key)) = bind {
-        ch.queue_bind(
-            q.name().clone(),
-            exchange.as_str().into(),
-            key.into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
+        link.call(
+            "queue.bind",
+            link.ch.queue_bind(
+                q.name().clone(),
+                exchange.as_str().into(),
+                key.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            ),
         )
-        .await
-        .map_err(|e| amqp_err("queue.bind", e))?;
+        .await?;
     }
-    let consumer = ch
-        .basic_consume(
-            q.name().clone(),
-            tag.into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
+    let consumer = link
+        .call(
+            "basic.consume",
+            link.ch.basic_consume(
+                q.name().clone(),
+                tag.into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            ),
         )
-        .await
-        .map_err(|e| amqp_err("basic.consume", e))?;
+        .await?;
     Ok((q.name().clone(), consumer))
 }
 
@@ -404,30 +499,28 @@ pub async fn send(
     body: &[u8],
     within: Duration,
 ) -> Result<Reply> {
-    let conn = connect(config.amqp_url.expose(), "vigil ctl").await?;
-    let ch = conn
-        .create_channel()
-        .await
-        .map_err(|e| amqp_err("channel.open", e))?;
-    declare_shared(&ch, config).await?;
+    let link = Link::open(config.amqp_url.expose(), "vigil ctl").await?;
+    declare_shared(&link, config).await?;
     // The node's queue too: a command sent before the node first connected waits for it there.
-    declare_node_queue(&ch, config, node).await?;
-    let (reply_queue, mut replies) = private_queue(&ch, "vigil-ctl", None).await?;
-    ch.basic_publish(
-        config.exchange().as_str().into(),
-        node.into(),
-        BasicPublishOptions::default(),
-        body,
-        json_props()
-            .with_reply_to(reply_queue)
-            .with_correlation_id(id.into())
-            // Not delivered after the replay window (it would be refused as stale): the broker dead-letters it.
-            .with_expiration(ShortString::from(
-                (u64::from(config.window_seconds) * 1000).to_string(),
-            )),
+    declare_node_queue(&link, config, node).await?;
+    let (reply_queue, mut replies) = private_queue(&link, "vigil-ctl", None).await?;
+    link.call(
+        "basic.publish",
+        link.ch.basic_publish(
+            config.exchange().as_str().into(),
+            node.into(),
+            BasicPublishOptions::default(),
+            body,
+            json_props()
+                .with_reply_to(reply_queue)
+                .with_correlation_id(id.into())
+                // Not delivered after the replay window (it would be refused as stale): the broker dead-letters it.
+                .with_expiration(ShortString::from(
+                    (u64::from(config.window_seconds) * 1000).to_string(),
+                )),
+        ),
     )
-    .await
-    .map_err(|e| amqp_err("basic.publish", e))?;
+    .await?;
     let wait = async {
         while let Some(d) = replies.next().await {
             let d = d.map_err(|e| amqp_err("consume (replies)", e))?;
@@ -449,7 +542,7 @@ pub async fn send(
             ),
         )
     })?;
-    let _ = conn.close(200, "done".into()).await;
+    link.close().await;
     r
 }
 
@@ -458,14 +551,10 @@ pub async fn heartbeats(
     config: &ControlConfig,
     within: Duration,
 ) -> Result<std::collections::BTreeMap<String, serde_json::Value>> {
-    let conn = connect(config.amqp_url.expose(), "vigil ctl status").await?;
-    let ch = conn
-        .create_channel()
-        .await
-        .map_err(|e| amqp_err("channel.open", e))?;
-    declare_shared(&ch, config).await?;
+    let link = Link::open(config.amqp_url.expose(), "vigil ctl status").await?;
+    declare_shared(&link, config).await?;
     let (_, mut c) = private_queue(
-        &ch,
+        &link,
         "vigil-ctl-status",
         Some((config.events_exchange(), "heartbeat.*")),
     )
@@ -479,6 +568,63 @@ pub async fn heartbeats(
             seen.insert(node.to_string(), v["status"].clone());
         }
     }
-    let _ = conn.close(200, "done".into()).await;
+    link.close().await;
     Ok(seen)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn never() -> impl std::future::Future<Output = std::result::Result<(), String>> {
+        std::future::pending()
+    }
+
+    #[tokio::test]
+    async fn a_call_ends_with_an_error_when_the_connection_is_lost_even_if_lapin_never_answers() {
+        let lost = CancellationToken::new();
+        let call = Link::guarded(&lost, "basic.ack", never());
+        let cancel = async {
+            tokio::task::yield_now().await;
+            lost.cancel();
+        };
+        let (r, ()) = tokio::join!(call, cancel);
+        let e = r.unwrap_err().to_string();
+        assert!(
+            e.contains("basic.ack") && e.contains("the connection to the broker is gone"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_the_broker_never_answers_ends_after_the_call_timeout() {
+        let lost = CancellationToken::new();
+        let started = tokio::time::Instant::now();
+        let e = Link::guarded(&lost, "queue.declare", never())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert_eq!(started.elapsed(), CALL_TIMEOUT);
+        assert!(
+            e.contains("queue.declare") && e.contains("no answer from the broker within 15 s"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_call_that_answers_gives_its_result_or_its_error() {
+        let lost = CancellationToken::new();
+        let ok = Link::guarded(&lost, "basic.qos", async { Ok::<_, String>(7) }).await;
+        assert_eq!(ok.unwrap(), 7);
+        let e = Link::guarded(&lost, "basic.qos", async {
+            Err::<(), _>("PRECONDITION_FAILED")
+        })
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("basic.qos") && e.contains("PRECONDITION_FAILED"),
+            "{e}"
+        );
+    }
 }
