@@ -362,8 +362,19 @@ impl Vigil {
     }
 
     pub fn expect_line(&mut self, needle: &str, within: Duration) -> String {
+        match self.find_line(needle, within) {
+            Some(l) => l,
+            None => panic!(
+                "no log line with {needle:?} within {within:?}; log:\n{}",
+                self.seen.join("\n")
+            ),
+        }
+    }
+
+    /// The first log line with `needle`, waiting up to `within` for it.
+    pub fn find_line(&mut self, needle: &str, within: Duration) -> Option<String> {
         if let Some(l) = self.seen.iter().find(|l| l.contains(needle)) {
-            return l.clone();
+            return Some(l.clone());
         }
         let deadline = Instant::now() + within;
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
@@ -371,16 +382,13 @@ impl Vigil {
                 Ok(line) => {
                     self.seen.push(line.clone());
                     if line.contains(needle) {
-                        return line;
+                        return Some(line);
                     }
                 }
                 Err(_) => break,
             }
         }
-        panic!(
-            "no log line with {needle:?} within {within:?}; log:\n{}",
-            self.seen.join("\n")
-        );
+        None
     }
 
     pub fn signal(&self, s: Signal) {

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::{free_port, wait_until};
+use super::free_port;
 
 pub const RABBITMQ_SERVER: &str = "/usr/lib/rabbitmq/bin/rabbitmq-server";
 pub const EPMD: &str = "/usr/bin/epmd";
@@ -47,13 +47,35 @@ impl Broker {
             dist_port: free_port(),
             epmd_port,
         };
-        b.start_server();
+        // Up to three tries, with fresh ports after one was taken by someone else.
+        for attempt in 1.. {
+            match b.start_server() {
+                Ok(()) => break,
+                Err(e) if attempt < 3 => {
+                    eprintln!("{e}; starting it again on other ports");
+                    b.port = free_port();
+                    b.dist_port = free_port();
+                }
+                Err(e) => panic!("{e}; {}", b.log()),
+            }
+        }
         b
     }
 
-    fn start_server(&mut self) {
+    /// Start the server and wait until it listens on its AMQP port; an error if it exited first (e.g. another
+    /// process took one of its ports meanwhile).
+    fn start_server(&mut self) -> Result<(), String> {
         use std::os::unix::process::CommandExt;
-        let d = self.dir.path();
+        let d = self.dir.path().to_path_buf();
+        let d = d.as_path();
+        let listening = format!("started TCP listener on 127.0.0.1:{}", self.port);
+        let node_log = d.join("log").join(format!("{}.log", self.name));
+        let count = || {
+            std::fs::read_to_string(&node_log)
+                .map(|l| l.matches(&listening).count())
+                .unwrap_or(0)
+        };
+        let listeners_before = count();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -81,12 +103,37 @@ impl Broker {
             .spawn()
             .unwrap();
         self.server = Some(child);
+        // Our broker, not another test's that happens to hold the port (a port from `free_port` is free only
+        // when it is picked): its own log says it listens there.
         let addr = format!("127.0.0.1:{}", self.port);
-        wait_until(
-            "RabbitMQ answering on AMQP",
-            Duration::from_secs(60),
-            || std::net::TcpStream::connect(&addr).is_ok(),
-        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if count() > listeners_before && std::net::TcpStream::connect(&addr).is_ok() {
+                return Ok(());
+            }
+            let exited = self
+                .server
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if let Some(status) = exited {
+                // Whatever of it is left in its group goes too.
+                if let Some(c) = self.server.take() {
+                    let _ = nix::sys::signal::killpg(
+                        nix::unistd::Pid::from_raw(c.id() as i32),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+                return Err(format!(
+                    "RabbitMQ exited ({status}) before it listened on {addr}"
+                ));
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "RabbitMQ not listening on {addr} within 60 s; {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// `amqp://guest:guest@127.0.0.1:<port>/%2f`.
@@ -140,18 +187,30 @@ impl Broker {
     /// Start it again with the same data (durable queues and persistent messages survive).
     pub fn restart(&mut self) {
         self.stop();
-        self.start_server();
+        self.start_again();
     }
 
     /// Start a stopped broker again, with its data.
     pub fn start_again(&mut self) {
         assert!(self.server.is_none(), "the broker is running");
-        self.start_server();
+        if let Err(e) = self.start_server() {
+            panic!("{e}; {}", self.log());
+        }
     }
 
-    /// The broker's log so far.
+    /// The broker's output and its node's log so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+        let read = |p: std::path::PathBuf| std::fs::read_to_string(p).unwrap_or_default();
+        format!(
+            "{}\n-- node log:\n{}",
+            read(self.dir.path().join("server.log")),
+            read(
+                self.dir
+                    .path()
+                    .join("log")
+                    .join(format!("{}.log", self.name))
+            )
+        )
     }
 }
 
