@@ -344,24 +344,15 @@ async fn a_start_that_ffmpeg_ends_by_itself_resets_the_longer_time_to_connect() 
          touch \"$DIR/../stalled-once\"; exec sleep 1000",
         "rtsp://127.0.0.1:9/x",
     );
-    rig.until("the first stall", |k| {
-        child_is(k, "ffmpeg") && matches!(k, EventKind::Exited { .. })
-    })
-    .await;
-    assert_eq!(
-        rig.rt
+    for (what, stalls) in [("the first stall", 1), ("the refused start's exit", 0)] {
+        rig.until(what, |k| {
+            child_is(k, "ffmpeg") && matches!(k, EventKind::Exited { .. })
+        })
+        .await;
+        let now = rig
+            .rt
             .start_stalls
-            .load(std::sync::atomic::Ordering::Relaxed),
-        1
-    );
-    rig.until("the refused start's exit", |k| {
-        child_is(k, "ffmpeg") && matches!(k, EventKind::Exited { .. })
-    })
-    .await;
-    assert_eq!(
-        rig.rt
-            .start_stalls
-            .load(std::sync::atomic::Ordering::Relaxed),
-        0
-    );
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(now, stalls, "after {what}");
+    }
 }
