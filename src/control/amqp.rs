@@ -59,20 +59,6 @@ fn amqp_err(op: &'static str, e: impl std::fmt::Display) -> Error {
     }
 }
 
-/// Connect to the broker at `url`, naming the connection `name` (shown in RabbitMQ's connection list).
-pub async fn connect(url: &str, name: &str) -> Result<Connection> {
-    let props =
-        ConnectionProperties::default().with_connection_name(LongString::from(name.to_string()));
-    match tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(url, props)).await {
-        Ok(Ok(c)) => Ok(c),
-        Ok(Err(e)) => Err(amqp_err("connect", e)),
-        Err(_) => Err(amqp_err(
-            "connect",
-            format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
-        )),
-    }
-}
-
 /// A connection and its channel. Its `lost` token is cancelled as soon as the connection is no longer up, and
 /// every call through [`Link::call`] ends then, or after [`CALL_TIMEOUT`], whichever comes first.
 pub struct Link {
@@ -83,9 +69,21 @@ pub struct Link {
 }
 
 impl Link {
-    /// Connect to `url` (naming the connection `name`) and open a channel.
+    /// Connect to `url` (naming the connection `name`, as RabbitMQ's connection list shows it; at most
+    /// [`CONNECT_TIMEOUT`]) and open a channel.
     pub async fn open(url: &str, name: &str) -> Result<Link> {
-        let conn = connect(url, name).await?;
+        let props = ConnectionProperties::default()
+            .with_connection_name(LongString::from(name.to_string()));
+        let conn =
+            match tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(url, props)).await {
+                Ok(r) => r.map_err(|e| amqp_err("connect", e))?,
+                Err(_) => {
+                    return Err(amqp_err(
+                        "connect",
+                        format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
+                    ));
+                }
+            };
         let lost = CancellationToken::new();
         let watch = {
             let (status, lost) = (conn.status().clone(), lost.clone());
@@ -130,6 +128,34 @@ impl Link {
         }
     }
 
+    /// Declare the durable queue `queue` with `args` and bind it to `exchange` by `key`.
+    async fn durable_queue(
+        &self,
+        queue: &str,
+        args: FieldTable,
+        exchange: &str,
+        key: &str,
+    ) -> Result<()> {
+        self.call(
+            "queue.declare",
+            self.ch
+                .queue_declare(queue.into(), QueueDeclareOptions::durable(), args),
+        )
+        .await?;
+        self.call(
+            "queue.bind",
+            self.ch.queue_bind(
+                queue.into(),
+                exchange.into(),
+                key.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            ),
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Cancelled once the connection is no longer up.
     pub fn lost(&self) -> &CancellationToken {
         &self.lost
@@ -167,24 +193,8 @@ pub async fn declare_shared(link: &Link, c: &ControlConfig) -> Result<()> {
     let mut limits = FieldTable::default();
     limits.insert("x-max-length".into(), AMQPValue::LongLongInt(DEAD_MAX));
     limits.insert("x-message-ttl".into(), AMQPValue::LongLongInt(DEAD_TTL_MS));
-    link.call(
-        "queue.declare",
-        link.ch
-            .queue_declare(dead.as_str().into(), QueueDeclareOptions::durable(), limits),
-    )
-    .await?;
-    link.call(
-        "queue.bind",
-        link.ch.queue_bind(
-            dead.as_str().into(),
-            c.dead_letter_exchange().as_str().into(),
-            "".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        ),
-    )
-    .await?;
-    Ok(())
+    link.durable_queue(&dead, limits, &c.dead_letter_exchange(), "")
+        .await
 }
 
 /// Declare node `node`'s queue (dead-lettering to `<p>.dlx`) and bind it to `<p>.control`.
@@ -195,23 +205,8 @@ pub async fn declare_node_queue(link: &Link, c: &ControlConfig, node: &str) -> R
         "x-dead-letter-exchange".into(),
         AMQPValue::LongString(LongString::from(c.dead_letter_exchange())),
     );
-    link.call(
-        "queue.declare",
-        link.ch
-            .queue_declare(queue.as_str().into(), QueueDeclareOptions::durable(), args),
-    )
-    .await?;
-    link.call(
-        "queue.bind",
-        link.ch.queue_bind(
-            queue.as_str().into(),
-            c.exchange().as_str().into(),
-            node.into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        ),
-    )
-    .await?;
+    link.durable_queue(&queue, args, &c.exchange(), node)
+        .await?;
     Ok(queue)
 }
 

@@ -66,10 +66,10 @@ impl Broker {
     /// process took one of its ports meanwhile).
     fn start_server(&mut self) -> Result<(), String> {
         use std::os::unix::process::CommandExt;
-        let d = self.dir.path().to_path_buf();
-        let d = d.as_path();
+        let dir = self.dir.path().to_path_buf();
+        let d = dir.as_path();
         let listening = format!("started TCP listener on 127.0.0.1:{}", self.port);
-        let node_log = d.join("log").join(format!("{}.log", self.name));
+        let node_log = self.node_log();
         let count = || {
             std::fs::read_to_string(&node_log)
                 .map(|l| l.matches(&listening).count())
@@ -204,13 +204,16 @@ impl Broker {
         format!(
             "{}\n-- node log:\n{}",
             read(self.dir.path().join("server.log")),
-            read(
-                self.dir
-                    .path()
-                    .join("log")
-                    .join(format!("{}.log", self.name))
-            )
+            read(self.node_log())
         )
+    }
+
+    /// The Erlang node's own log (where it says which ports it listens on).
+    fn node_log(&self) -> std::path::PathBuf {
+        self.dir
+            .path()
+            .join("log")
+            .join(format!("{}.log", self.name))
     }
 }
 
